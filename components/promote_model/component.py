@@ -1,0 +1,18 @@
+from kfp import dsl
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def promote_model(name: str) -> str:
+    """Move the ``candidate`` alias to this run's best version, and ``champion`` only if it beats the holder.
+
+    Args:
+        name: Registered model name.
+
+    Returns:
+        The version that holds ``champion`` afterwards.
+    """
+    from bettersynth.steps.register import pipeline_run_id, promote_best
+
+    return promote_best(name, pipeline_run_id())["champion"]

@@ -1,0 +1,1 @@
+"""KFP pipelines of bettersynth; each folder holds one ``pipeline.py``."""

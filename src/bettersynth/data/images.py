@@ -1,0 +1,92 @@
+"""Safe image access: paths stay inside the dataset root, bad files fail one sample.
+
+Why: datasets are scraped and "messy"; a path like ``../../etc/passwd``, a
+zero-byte download or a decompression bomb must cost exactly the sample that
+names it, with an error that says which file and why.
+
+Example::
+
+    path = resolve_image(Path("/data/seed"), "imgs/7.jpg")
+    image = load_image(path)          # RGB PIL image, or ImageError
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from PIL import Image, UnidentifiedImageError
+
+# Default pixel budget: generous for photos (≈ 8k x 8k), small enough to stop bombs.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message names the file and the reason."""
+
+
+def resolve_image(root: Path, rel: str) -> Path:
+    """Return the real path of ``rel`` under ``root``, refusing anything that escapes it.
+
+    Refused: absolute paths (POSIX or Windows style), ``..`` components, and
+    symlinks whose target lies outside ``root``.
+    """
+    if not rel or not rel.strip():
+        raise ImageError("empty image path")
+    if PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute() or PureWindowsPath(rel).drive:
+        raise ImageError(f"image path {rel!r} is absolute; paths must be relative to the dataset root")
+    parts = PurePosixPath(rel.replace("\\", "/")).parts
+    if ".." in parts:
+        raise ImageError(f"image path {rel!r} contains '..' and would escape the dataset root")
+    real_root = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(real_root.joinpath(*parts)))
+    if real != real_root and real_root not in real.parents:
+        raise ImageError(f"image path {rel!r} resolves to {str(real)!r}, outside the dataset root")
+    return real
+
+
+def normalise_rel(rel: str) -> str:
+    """The canonical relative form of an image path (forward slashes, no ``.`` parts)."""
+    return PurePosixPath(*[p for p in PurePosixPath(rel.replace("\\", "/")).parts if p != "."]).as_posix()
+
+
+def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``path`` fully into an RGB image, or raise ``ImageError`` naming it.
+
+    The whole file is decoded here (not lazily) so truncation is caught now,
+    inside the worker that owns the sample, rather than later inside a batch.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageError(f"{path}: image file not found") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot stat image ({exc.strerror or exc})") from None
+    if not path.is_file():
+        raise ImageError(f"{path}: not a regular file")
+    if size == 0:
+        raise ImageError(f"{path}: image file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Our own limit below replaces PIL's global warning threshold.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageError(
+                        f"{path}: image has {width}x{height} = {width * height} pixels, "
+                        f"over the limit of {max_pixels} (possible decompression bomb)"
+                    )
+                image.load()
+                return image.convert("RGB")
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: decompression bomb refused ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not a recognised image (corrupt or wrong format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        # PIL reports truncated files as OSError("image file is truncated ...").
+        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None

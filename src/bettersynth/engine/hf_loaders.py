@@ -1,0 +1,37 @@
+"""Hugging Face model families, loaded from local directories only.
+
+Why: clusters are often offline and the hub is never a dependency of a run;
+``local_files_only`` turns a missing model into an immediate, clear error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bettersynth.engine.models import MODEL_LOADERS, ModelBundle
+
+
+@MODEL_LOADERS.register("hf_clip")
+def load_hf_clip(path: Path, device: str, dtype: torch.dtype) -> ModelBundle:
+    """A ``CLIPModel`` directory with its processor (image processor + tokenizer)."""
+    from transformers import AutoProcessor, CLIPModel
+
+    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    model = CLIPModel.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
+    return ModelBundle(model, processor, {"max_text_len": model.config.text_config.max_position_embeddings})
+
+
+@MODEL_LOADERS.register("hf_img2seq")
+def load_hf_img2seq(path: Path, device: str, dtype: torch.dtype) -> ModelBundle:
+    """Any image-to-text model ``AutoModelForImageTextToText`` knows (BLIP, BLIP-2, ...).
+
+    transformers 5 folded ``AutoModelForVision2Seq`` into this class, so there
+    is a single path.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
+    return ModelBundle(model, processor)

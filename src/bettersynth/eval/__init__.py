@@ -1,0 +1,30 @@
+"""Benchmarks (TextVQA, MMBench) scored exactly as LLaVA/MGM report them.
+
+Importing the package registers every benchmark in ``BENCHMARKS``.
+
+Example::
+
+    from bettersynth.eval import BENCHMARKS, evaluate
+    bench = BENCHMARKS.get("textvqa")(questions, annotations, image_dir)
+    evaluate("checkpoints/final", bench).write("out/textvqa")
+"""
+
+from bettersynth.eval.benchmark import BENCHMARKS, Benchmark, EvalItem, EvalResult, merge_results
+from bettersynth.eval.choice import extract_choice
+from bettersynth.eval.mmbench import MMBench
+from bettersynth.eval.normalize import normalize_answer
+from bettersynth.eval.textvqa import TextVQA, vqa_accuracy
+
+__all__ = [
+    "BENCHMARKS", "Benchmark", "EvalItem", "EvalResult", "MMBench", "TextVQA", "evaluate",
+    "extract_choice", "generate_answers", "merge_results", "normalize_answer", "vqa_accuracy",
+]
+
+
+def __getattr__(name: str):
+    # torch and transformers load only when generation is asked for: scoring stays light.
+    if name in ("evaluate", "generate_answers"):
+        from bettersynth.eval import generate
+
+        return getattr(generate, name)
+    raise AttributeError(name)

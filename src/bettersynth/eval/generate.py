@@ -1,0 +1,84 @@
+"""Batched greedy answers from a saved LLaVA checkpoint, and the whole eval in one call.
+
+Why: benchmark numbers are only comparable when decoding is deterministic
+(greedy) and every prompt goes through the checkpoint's own chat template, the
+way the model saw its instruction data.
+
+Example::
+
+    result = evaluate("runs/mgm-2b/final", MMBench("mmbench_dev_en.tsv"), batch_size=16)
+    result.metrics["mmbench_circular"]
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from bettersynth.eval.benchmark import Benchmark, EvalItem, EvalResult
+
+log = logging.getLogger(__name__)
+
+
+def format_prompt(processor, prompt: str) -> str:
+    """The user turn through the chat template if there is one, else ``<image>\\n`` + prompt."""
+    if getattr(processor, "chat_template", None):
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    return f"{getattr(processor, 'image_token', '<image>')}\n{prompt}"
+
+
+def _open(image: Image.Image | Path | str) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    with Image.open(image) as opened:
+        return opened.convert("RGB")
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def generate_answers(model_dir: str | Path, items: Sequence[EvalItem], batch_size: int = 8,
+                     max_new_tokens: int = 16, device: str | torch.device | None = None) -> dict[str, str]:
+    """Greedy-decode an answer per item; returns ``{question_id: stripped new text}``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens: must be >= 1, got {max_new_tokens}")
+    target = _resolve_device(device)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    processor.tokenizer.padding_side = "left"  # new tokens must start at the same column
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype="auto").to(target).eval()
+    tokenizer = processor.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answers: dict[str, str] = {}
+    with torch.inference_mode():
+        for start in range(0, len(items), batch_size):
+            batch = items[start:start + batch_size]
+            inputs = processor(images=[_open(item.image) for item in batch],
+                               text=[format_prompt(processor, item.prompt) for item in batch],
+                               padding=True, return_tensors="pt").to(target)
+            if "pixel_values" in inputs:
+                inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+            output = model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                                    pad_token_id=pad_id)
+            new_tokens = output[:, inputs["input_ids"].shape[1]:]
+            texts = processor.batch_decode(new_tokens, skip_special_tokens=True)
+            answers.update({item.question_id: text.strip() for item, text in zip(batch, texts)})
+            log.info("generated %d/%d answers", len(answers), len(items))
+    return answers
+
+
+def evaluate(model_dir: str | Path, benchmark: Benchmark, batch_size: int = 8,
+             max_new_tokens: int = 16, device: str | torch.device | None = None) -> EvalResult:
+    """Generate for every item of ``benchmark`` and score the outputs."""
+    predictions = generate_answers(model_dir, benchmark.items(), batch_size, max_new_tokens, device)
+    return benchmark.score(predictions)

@@ -1,0 +1,221 @@
+"""MMBench TSV, LLaVA's prompt, rule-based answers and CircularEval.
+
+Why: MMBench ships each N-choice question N times with rotated options
+(index + k * 1_000_000); a question counts only when every rotation is right,
+which is what separates real knowledge from a letter bias.
+
+Example::
+
+    bench = MMBench("mmbench_dev_20230712.tsv")
+    result = bench.score(predictions)  # metrics mmbench_circular, mmbench_single
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from PIL import Image
+
+from bettersynth.eval.benchmark import BENCHMARKS, Benchmark, EvalItem, percent_mean
+from bettersynth.eval.choice import extract_choice
+
+__all__ = ["MMBench", "MMBenchRow", "extract_choice", "load_mmbench", "build_prompt"]
+
+LETTERS = ("A", "B", "C", "D")
+REQUIRED = ("index", "question", "A", "B", "image")
+OPTIONAL = ("hint", "C", "D", "answer", "category", "l2-category")
+CIRCULAR_STRIDE = 1_000_000
+ANSWER_SUFFIX = "Answer with the option's letter from the given choices directly."
+# LLaVA/VLMEvalKit read the TSV with pandas, whose default NA strings turn
+# these cells into NaN; treating them as empty keeps option counts identical.
+_NA = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+       "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+_IMAGE_REF_MAX = 64  # VLMEvalKit: a short image cell is the index of a row holding the image
+
+
+@dataclass(frozen=True)
+class MMBenchRow:
+    """One (possibly rotated) multiple-choice question."""
+
+    index: int
+    question: str
+    hint: str | None
+    options: dict[str, str]  # letter -> text, contiguous from A
+    answer: str | None  # None in the test split
+    category: str
+    l2_category: str
+    image: bytes  # encoded image file
+
+    @property
+    def group(self) -> int:
+        return self.index % CIRCULAR_STRIDE
+
+
+def _cell(value: str | None) -> str | None:
+    return None if value is None or value in _NA else value
+
+
+def build_prompt(question: str, options: dict[str, str], hint: str | None = None) -> str:
+    """``[hint\\n]question\\nA. ...\\nB. ...\\n<instruction>`` as in LLaVA's MMBench eval."""
+    text = question if hint is None else f"{hint}\n{question}"
+    for letter, option in options.items():
+        text += f"\n{letter}. {option}"
+    return f"{text}\n{ANSWER_SUFFIX}"
+
+
+def _parse_row(raw: dict[str, str | None], where: str) -> tuple[MMBenchRow, str]:
+    def need(name: str) -> str:
+        value = _cell(raw.get(name))
+        if value is None:
+            raise ValueError(f"{where}: field {name!r} is empty")
+        return value
+
+    index_cell = need("index")
+    if not index_cell.strip().lstrip("-").isdigit():
+        raise ValueError(f"{where}: field 'index' is {index_cell!r}, not an integer")
+    index = int(index_cell)
+    options: dict[str, str] = {}
+    for letter in LETTERS:
+        text = _cell(raw.get(letter))
+        if text is None:
+            continue
+        if len(options) != LETTERS.index(letter):
+            raise ValueError(f"{where}: field {letter!r} is set but an earlier option is empty")
+        options[letter] = text
+    if len(options) < 2:
+        raise ValueError(f"{where}: fields 'A' and 'B' must both be set")
+    answer = _cell(raw.get("answer"))
+    if answer is not None and answer not in options:
+        raise ValueError(f"{where}: field 'answer' is {answer!r}, not one of {list(options)}")
+    row = MMBenchRow(index, need("question"), _cell(raw.get("hint")), options, answer,
+                     _cell(raw.get("category")) or "", _cell(raw.get("l2-category")) or "", b"")
+    return row, need("image")
+
+
+def _decode_image(cell: str, where: str) -> bytes:
+    try:
+        return base64.b64decode(cell, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{where}: field 'image' is not base64") from None
+
+
+def load_mmbench(path: str | Path) -> list[MMBenchRow]:
+    """Read an MMBench TSV with the csv module, validating every row."""
+    path = Path(path)
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # base64 images exceed the 128 KiB default
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        missing = [name for name in REQUIRED if name not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path.name}: header lacks columns {missing}")
+        parsed: list[tuple[MMBenchRow, str, str]] = []
+        for number, raw in enumerate(reader, start=1):
+            where = f"{path.name}: row {number} (line {reader.line_num})"
+            if None in raw:
+                raise ValueError(f"{where}: more cells than header columns")
+            row, cell = _parse_row(raw, where)
+            parsed.append((row, cell, where))
+    cells: dict[int, str] = {}
+    for row, cell, where in parsed:
+        if row.index in cells:
+            raise ValueError(f"{where}: field 'index' repeats {row.index}")
+        cells[row.index] = cell
+    rows = []
+    for row, cell, where in parsed:
+        if len(cell) <= _IMAGE_REF_MAX and cell.isdigit():
+            cell = cells.get(int(cell), "")
+            if len(cell) <= _IMAGE_REF_MAX:
+                raise ValueError(f"{where}: field 'image' refers to a row without an image")
+        rows.append(replace(row, image=_decode_image(cell, where)))
+    return rows
+
+
+@BENCHMARKS.register("mmbench")
+class MMBench(Benchmark):
+    """MMBench with CircularEval; metrics ``mmbench_circular`` and ``mmbench_single`` (percent)."""
+
+    name = "mmbench"
+
+    def __init__(self, tsv_path: str | Path, limit: int | None = None) -> None:
+        """``limit`` keeps the first ``limit`` questions with all their rotations."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit: must be >= 0, got {limit}")
+        self.rows = load_mmbench(tsv_path)
+        if limit is not None:
+            groups = list(dict.fromkeys(row.group for row in self.rows))[:limit]
+            self.rows = [row for row in self.rows if row.group in set(groups)]
+        self._by_id = {str(row.index): row for row in self.rows}
+
+    def question_ids(self) -> list[str]:
+        return [str(row.index) for row in self.rows]
+
+    def items(self) -> list[EvalItem]:
+        return [EvalItem(str(row.index), Image.open(io.BytesIO(row.image)).convert("RGB"),
+                         build_prompt(row.question, row.options, row.hint)) for row in self.rows]
+
+    def score_one(self, question_id: str, output: str) -> dict:
+        row = self._by_id[question_id]
+        choice = extract_choice(output, row.options)
+        correct = None if row.answer is None else choice == row.answer
+        return {"question_id": question_id, "prompt": build_prompt(row.question, row.options, row.hint),
+                "output": output, "answer": choice, "gt": row.answer,
+                "score": None if correct is None else float(correct), "index": row.index,
+                "group": row.group, "category": row.category, "l2_category": row.l2_category}
+
+    @classmethod
+    def aggregate(cls, records: list[dict]) -> tuple[dict[str, float], dict[str, list[dict]]]:
+        graded = [r for r in records if r["score"] is not None]
+        if not graded:
+            return {}, {}
+        overall = _accuracies(graded)
+        metrics = {f"mmbench_{name}": overall[name] for name in ("circular", "single") if name in overall}
+        tables = {f"mmbench_{key}": [{key: name, **_accuracies(rows)}
+                                     for name, rows in sorted(_split(graded, key).items())]
+                  for key in ("category", "l2_category")}
+        return metrics, tables
+
+    def write_submission(self, path: str | Path, predictions: dict[str, str]) -> Path:
+        """Rows in the server's layout (index, question, A-D, prediction, answer).
+
+        The server takes .xlsx; openpyxl is not a dependency, so this writes
+        .tsv/.csv with the same columns for a one-line conversion.
+        """
+        path = Path(path)
+        delimiter = {".tsv": "\t", ".csv": ","}.get(path.suffix)
+        if delimiter is None:
+            raise ValueError(f"path: suffix {path.suffix!r} not supported, use .tsv or .csv")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, delimiter=delimiter)
+            writer.writerow(["index", "question", *LETTERS, "prediction", "answer"])
+            for row in self.rows:
+                writer.writerow([row.index, row.question, *(row.options.get(x, "") for x in LETTERS),
+                                 predictions.get(str(row.index), ""), row.answer or ""])
+        return path
+
+
+def _split(records: list[dict], key: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        out[record[key]].append(record)
+    return out
+
+
+def _accuracies(records: list[dict]) -> dict[str, float | int]:
+    """Circular accuracy over groups (all rotations right) and single-pass accuracy."""
+    groups: dict[int, list[float]] = defaultdict(list)
+    for record in records:
+        groups[record["group"]].append(record["score"])
+    out = {"questions": len(groups),
+           "circular": percent_mean(float(all(s == 1.0 for s in g)) for g in groups.values())}
+    single = [r["score"] for r in records if r["index"] < CIRCULAR_STRIDE]
+    if single:
+        out["single"] = percent_mean(single)
+    return out

@@ -1,0 +1,28 @@
+"""Data operators. Importing this package registers every operator in ``OPERATORS``.
+
+Registration is explicit here (one place to see the whole set); each module
+only defines its class.
+"""
+
+from bettersynth.ops.base import OPERATORS, Decision, Filter, Mapped, Mapper, OpConfig, OpContext, Operator
+from bettersynth.ops.image_captioning_mapper import ImageCaptioningMapper
+from bettersynth.ops.image_text_similarity_filter import ImageTextSimilarityFilter
+from bettersynth.ops.words_num_filter import WordsNumFilter
+
+for _op in (WordsNumFilter, ImageTextSimilarityFilter, ImageCaptioningMapper):
+    OPERATORS.register(_op.name)(_op)
+del _op
+
+__all__ = [
+    "OPERATORS",
+    "Decision",
+    "Filter",
+    "ImageCaptioningMapper",
+    "ImageTextSimilarityFilter",
+    "Mapped",
+    "Mapper",
+    "OpConfig",
+    "OpContext",
+    "Operator",
+    "WordsNumFilter",
+]

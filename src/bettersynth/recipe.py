@@ -1,0 +1,154 @@
+"""Recipes: a Data-Juicer style YAML list of operators, validated before any work runs.
+
+Why: a typo in a 400k-sample run must fail in the first second, naming the
+file, the op, its position and the field; and the same recipe must hash the
+same on every machine so DVC and MLflow can tell runs apart.
+
+Example::
+
+    # recipe.yaml
+    name: clip-032
+    process:
+      - words_num_filter: {min_num: 5}
+      - image_text_similarity_filter: {hf_clip: clip-vit-b32, min_score: 0.32}
+
+    recipe = Recipe.load("recipe.yaml")
+    recipe.hash()         # sha256 of the normalised ops
+    recipe.flat_params()  # {"image_text_similarity_filter.min_score": 0.32, ...}
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from bettersynth.ops import OPERATORS, OpConfig, OpContext, Operator
+
+# Top-level keys of Data-Juicer configs: accepted and kept, but they do not change what we run.
+DATA_JUICER_KEYS = frozenset(
+    {
+        "project_name", "dataset_path", "export_path", "np", "executor_type", "work_dir",
+        "text_keys", "image_key", "image_special_token", "eoc_special_token", "suffixes",
+        "use_cache", "ds_cache_dir", "cache_compress", "use_checkpoint", "open_tracer",
+        "trace_num", "op_fusion", "export_shard_size", "keep_stats_in_res_ds",
+        "keep_hashes_in_res_ds", "open_monitor", "add_suffix",
+    }
+)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One validated step: the op's registered name and its typed config."""
+
+    name: str
+    config: OpConfig
+
+    def build(self, context: OpContext) -> Operator:
+        return OPERATORS.get(self.name)(self.config, context)
+
+
+@dataclass
+class Recipe:
+    ops: list[OpSpec]
+    name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # Data-Juicer keys, kept as given
+    source: str = "<recipe>"
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recipe":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML ({exc})") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<recipe>") -> "Recipe":
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: a recipe must be a mapping with a 'process' list")
+        unknown = set(data) - {"name", "process"} - DATA_JUICER_KEYS
+        if unknown:
+            raise ValueError(f"{source}: unknown top-level key(s) {sorted(unknown)}; expected 'name', 'process' or Data-Juicer keys")
+        name = data.get("name")
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"{source}: field 'name' must be a string")
+        process = data.get("process")
+        if not isinstance(process, list) or not process:
+            raise ValueError(f"{source}: field 'process' must be a non-empty list of operators")
+        ops = [_parse_op(entry, i, source) for i, entry in enumerate(process)]
+        extra = {k: v for k, v in data.items() if k in DATA_JUICER_KEYS}
+        return cls(ops=ops, name=name, extra=extra, source=source)
+
+    def normalised(self) -> list[dict[str, Any]]:
+        """The ops with every parameter (defaults included), as plain JSON data."""
+        return [{spec.name: spec.config.model_dump(mode="json")} for spec in self.ops]
+
+    def hash(self) -> str:
+        """sha256 of the normalised ops: same operations → same hash, whatever the name,
+        paths, key order or whether defaults were written out."""
+        text = json.dumps({"process": self.normalised()}, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def flat_params(self) -> dict[str, Any]:
+        """``{"<op>.<param>": value}`` for MLflow; a repeated op becomes ``<op>_2``, ``<op>_3``..."""
+        flat: dict[str, Any] = {}
+        seen: dict[str, int] = {}
+        for entry in self.normalised():
+            (op_name, params), = entry.items()
+            seen[op_name] = seen.get(op_name, 0) + 1
+            label = op_name if seen[op_name] == 1 else f"{op_name}_{seen[op_name]}"
+            for param, value in sorted(params.items()):
+                flat[f"{label}.{param}"] = value
+        return flat
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = dict(self.extra)
+        if self.name is not None:
+            data["name"] = self.name
+        data["process"] = self.normalised()
+        return data
+
+    def build_ops(self, context: OpContext) -> list[Operator]:
+        return [spec.build(context) for spec in self.ops]
+
+
+def _parse_op(entry: Any, index: int, source: str) -> OpSpec:
+    where = f"{source}: process[{index}]"
+    if isinstance(entry, str):  # "- words_num_filter" with no parameters
+        entry = {entry: None}
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise ValueError(f"{where}: each step must be a mapping with exactly one op name, e.g. '- words_num_filter: {{min_num: 5}}'")
+    (op_name, params), = entry.items()
+    op_name = str(op_name)
+    try:
+        op_cls = OPERATORS.get(op_name)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{where} {op_name!r}: parameters must be a mapping, got {type(params).__name__}")
+    try:
+        config = op_cls.Config(**{str(k): v for k, v in params.items()})
+    except ValidationError as exc:
+        problems = "; ".join(_describe(err, list(op_cls.Config.model_fields)) for err in exc.errors())
+        raise ValueError(f"{where} {op_name!r}: {problems}") from None
+    return OpSpec(op_name, config)
+
+
+def _describe(err: dict[str, Any], fields: list[str]) -> str:
+    loc = ".".join(str(part) for part in err.get("loc", ()))
+    if err.get("type") == "extra_forbidden":
+        close = difflib.get_close_matches(loc, fields, n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else f" (known: {', '.join(fields)})"
+        return f"field {loc!r}: unknown parameter{hint}"
+    msg = err.get("msg", "invalid")
+    return f"field {loc!r}: {msg}" if loc else msg

@@ -1,0 +1,25 @@
+"""Model soups: average fine-tuned checkpoints into one (DOMAIN.md §6).
+
+Example::
+
+    from bettersynth.soup import make_soup
+    result = make_soup("uniform", [run_a, run_b], "soups/ab")
+"""
+
+from bettersynth.soup.average import average_checkpoints, copy_checkpoint
+from bettersynth.soup.base import SoupMethod, SoupRequest, SoupResult
+from bettersynth.soup.checkpoint import Checkpoint, TensorInfo, check_compatible
+from bettersynth.soup.methods import SOUPS, make_soup
+
+__all__ = [
+    "SOUPS",
+    "Checkpoint",
+    "SoupMethod",
+    "SoupRequest",
+    "SoupResult",
+    "TensorInfo",
+    "average_checkpoints",
+    "check_compatible",
+    "copy_checkpoint",
+    "make_soup",
+]

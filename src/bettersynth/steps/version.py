@@ -1,0 +1,26 @@
+"""The dataset-versioning step: put a variant under DVC and record its hash in MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+
+from bettersynth.tracking import step_run
+from bettersynth.versioning import version_variant
+
+
+def version_dataset(input_dir: Path, workspace: Path, name: str, lineage: dict) -> dict:
+    """``dvc add`` + ``dvc push`` the variant; the pointer is logged so a pod-less checkout can start from it."""
+    with step_run("version-dataset", params={"variant": name, **{f"lineage.{k}": v for k, v in lineage.items()}}):
+        version = version_variant(Path(workspace), Path(input_dir), name, lineage)
+        mlflow.set_tags({"dataset.hash": version.dataset_hash, "dataset.variant": name, "dvc.remote": version.remote_url})
+        mlflow.log_artifact(str(version.pointer), artifact_path="dvc")
+        run_id = mlflow.active_run().info.run_id
+    return {
+        "dataset_hash": version.dataset_hash,
+        "variant": name,
+        "pointer": str(version.pointer),
+        "remote_url": version.remote_url,
+        "mlflow_run_id": run_id,
+    }

@@ -1,0 +1,214 @@
+"""Train one LLaVA stage (align or finetune): a plain PyTorch loop that reads top to bottom.
+
+Why: the recipe is small (freeze, AdamW, warmup + cosine, accumulation,
+clipping); a loop with nothing hidden makes each of those checkable, and the
+same loop trains the tiny test model on CPU and a real one on a GPU.
+
+Loss normalisation: the loss of an optimizer step is the mean over *all*
+labelled tokens of its global batch, however they are split into
+micro-batches and however short the last batch of an epoch is. Each
+micro-batch backpropagates its summed token loss; before clipping, the
+gradients are divided by the step's total count of labelled tokens.
+
+Example::
+
+    result = train_stage(model_dir, records, image_root, defaults_for("align"), out_dir,
+                         on_step=lambda step, m: mlflow.log_metrics(m, step=step))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from bettersynth.train.config import StageConfig, resolve_dtype
+from bettersynth.train.data import IGNORE_INDEX, LlavaCollator, LlavaDataset
+from bettersynth.train.freeze import freeze_for_stage
+from bettersynth.train.schedule import SCHEDULES, warmup_steps_for
+
+logger = logging.getLogger(__name__)
+
+STAGE_TEMPLATE = {"align": "plain", "finetune": "chat"}  # prompt template each stage trains on
+STATE_FILE = "bettersynth_training.json"  # config + result, saved beside the weights
+
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path  # where the trained model and processor were saved
+    steps: int  # optimizer steps taken
+    losses: list[float] = field(default_factory=list)  # mean token loss of each optimizer step
+    trainable_params: int = 0
+    total_params: int = 0
+    samples_seen: int = 0  # examples consumed, all epochs together
+
+
+def plan_steps(n_samples: int, config: StageConfig) -> list[list[list[int]]]:
+    """Sample indices for every optimizer step, split into micro-batches.
+
+    Each epoch is a fresh seeded permutation cut into global batches; the last
+    one of an epoch may be short (``drop_last=False``) and then has fewer
+    micro-batches. ``max_steps`` cuts the plan.
+    """
+    generator = torch.Generator().manual_seed(config.seed)
+    per_step = config.global_batch_size // config.world_size  # this process's share of a global batch
+    steps: list[list[list[int]]] = []
+    for _ in range(config.num_epochs):
+        order = torch.randperm(n_samples, generator=generator).tolist()
+        for start in range(0, n_samples, per_step):
+            batch = order[start : start + per_step]
+            size = config.per_device_batch_size
+            steps.append([batch[i : i + size] for i in range(0, len(batch), size)])
+    return steps[: config.max_steps] if config.max_steps else steps
+
+
+def train_stage(
+    model_dir: Path,
+    records: list[dict],
+    image_root: Path,
+    config: StageConfig,
+    out_dir: Path,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """Train ``config.stage`` from ``model_dir`` on LLaVA ``records``; save to ``out_dir``.
+
+    ``on_step(step, metrics)`` is called after every optimizer step (``step``
+    counts from 1) with ``loss``, ``lr``, ``grad_norm`` (before clipping),
+    ``samples_per_s`` and ``tokens_per_s``; the caller decides where they go.
+    """
+    if config.world_size != 1:
+        raise NotImplementedError(f"world_size {config.world_size}: distributed training is not wired yet")
+    if not records:
+        raise ValueError("records is empty: nothing to train on")
+
+    # -- setup ---------------------------------------------------------------
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = resolve_dtype(config.dtype, device)
+    torch.manual_seed(config.seed)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    # Weights stay fp32 (AdamW's master copy); bf16 is used for compute via autocast.
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    counts = freeze_for_stage(model, config.stage)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    dataset = LlavaDataset(
+        records, image_root, processor, STAGE_TEMPLATE[config.stage], config.max_length, config.image_aspect_ratio
+    )
+    plan = plan_steps(len(dataset), config)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=[micro for step in plan for micro in step],
+        collate_fn=LlavaCollator(processor.tokenizer.pad_token_id, padding_side="right"),
+        num_workers=config.num_workers,
+    )
+    micro_batches = iter(loader)
+    schedule = SCHEDULES.get(config.lr_schedule)
+    total_steps = len(plan)
+    warmup_steps = warmup_steps_for(total_steps, config.warmup_ratio)
+    logger.info(
+        "stage %s: %d samples, %d steps (%d warmup), accumulation %d, trainable %d / %d params, %s on %s",
+        config.stage, len(dataset), total_steps, warmup_steps, config.gradient_accumulation_steps,
+        counts.trainable, counts.total, dtype, device,
+    )
+
+    # -- loop ----------------------------------------------------------------
+    result = TrainResult(Path(out_dir), 0, [], counts.trainable, counts.total, 0)
+    model.train()
+    for step, micro_indices in enumerate(plan):
+        started = time.perf_counter()
+        lr = schedule(step, total_steps, warmup_steps, config.learning_rate)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        # Accumulate summed token losses over the step's micro-batches.
+        loss_sum, n_label_tokens, n_tokens, n_samples = 0.0, 0, 0, 0
+        for _ in micro_indices:
+            batch = next(micro_batches)
+            batch_loss, batch_labels = _summed_token_loss(model, batch, device, dtype)
+            batch_loss.backward()
+            loss_sum += batch_loss.item()
+            n_label_tokens += batch_labels
+            n_tokens += int(batch["attention_mask"].sum())
+            n_samples += len(batch["ids"])
+
+        # Mean over the whole global batch: divide the summed gradients once, then clip.
+        if n_label_tokens == 0:
+            logger.warning("step %d has no labelled tokens (all truncated?)", step + 1)
+        for p in params:
+            if p.grad is not None:
+                p.grad.div_(max(1, n_label_tokens))
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        elapsed = time.perf_counter() - started
+        loss = loss_sum / max(1, n_label_tokens)
+        result.steps, result.samples_seen = step + 1, result.samples_seen + n_samples
+        result.losses.append(loss)
+        _report(step + 1, total_steps, {
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "samples_per_s": n_samples / elapsed,
+            "tokens_per_s": n_tokens / elapsed,
+        }, on_step)
+
+    # -- save ----------------------------------------------------------------
+    _save(model, processor, config, result)
+    return result
+
+
+def _summed_token_loss(
+    model: LlavaForConditionalGeneration, batch: dict[str, Any], device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, int]:
+    """Sum of next-token cross-entropy over the labelled tokens, and how many there are."""
+    pixel_values = batch["pixel_values"]
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        logits = model(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            pixel_values=pixel_values.to(device) if pixel_values is not None else None,
+            use_cache=False,
+        ).logits
+    labels = batch["labels"][:, 1:].to(device)  # token t predicts token t + 1
+    loss = F.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return loss, int((labels != IGNORE_INDEX).sum())
+
+
+def _report(step: int, total_steps: int, metrics: dict[str, float], on_step: StepCallback | None) -> None:
+    """All per-step logging happens here."""
+    logger.info(
+        "step %d/%d loss %.4f lr %.3g grad_norm %.3f %.1f samples/s",
+        step, total_steps, metrics["loss"], metrics["lr"], metrics["grad_norm"], metrics["samples_per_s"],
+    )
+    if on_step is not None:
+        on_step(step, metrics)
+
+
+def _save(model: LlavaForConditionalGeneration, processor: Any, config: StageConfig, result: TrainResult) -> None:
+    out_dir = result.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)  # safetensors, the only format transformers v5 writes
+    processor.save_pretrained(out_dir)
+    state = {
+        "config": config.model_dump(),
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "result": asdict(result) | {"out_dir": str(out_dir)},
+    }
+    (out_dir / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
