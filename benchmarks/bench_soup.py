@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -44,9 +43,10 @@ def make_checkpoints(root: Path, count: int, size_mb: int) -> list[Path]:
 
 
 def run_mode(mode: str, paths: list[Path], out: Path) -> None:
-    import torch
+    import torch  # imported in every mode so the baselines carry torch's own footprint
     from safetensors.torch import load_file, save_file
 
+    del torch
     start = time.perf_counter()
     if mode == "streamed":
         from bettersynth.soup import average_checkpoints
@@ -68,8 +68,9 @@ def run_mode(mode: str, paths: list[Path], out: Path) -> None:
                 while handle.read(64 << 20):
                     pass
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    torch.set_num_threads(torch.get_num_threads())  # keep torch import honest in every mode
+    # VmHWM, not ru_maxrss: the latter can carry the parent's peak across fork + exec
+    status = Path("/proc/self/status").read_text()
+    peak_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024
     print(json.dumps({"mode": mode, "seconds": seconds, "peak_rss_mb": peak_mb}))
 
 

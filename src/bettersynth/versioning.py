@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,9 @@ def ensure_dvc_project(root: Path, remote_url: str | None = None) -> str:
         config.setdefault("core", {})["analytics"] = False  # air-gapped: never phone home
         remotes = config.setdefault("remote", {})
         if remote_url is not None or not remotes:
-            remotes[DEFAULT_REMOTE] = {"url": remote_url or str(root / DEFAULT_REMOTE_DIR)}
+            # DVC reads a relative path against the working directory and stores it relative
+            # to .dvc/, so the project stays movable and no machine path is written
+            remotes[DEFAULT_REMOTE] = {"url": remote_url or os.path.relpath(root / DEFAULT_REMOTE_DIR)}
             config.setdefault("core", {})["remote"] = DEFAULT_REMOTE
     name = repo.config["core"].get("remote", DEFAULT_REMOTE)
     url = repo.config["remote"][name]["url"]

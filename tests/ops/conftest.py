@@ -1,19 +1,15 @@
-"""Pico models built offline once per session, and a small image dataset factory."""
+"""Pico models built offline once per session (no downloads)."""
 
 from __future__ import annotations
 
-import json
 import string
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from bettersynth.engine import clear_model_cache
 
-CLIP_WORDS = "a red bus on the street blue dog cat photo of with green tree".split()
 BLIP_WORDS = "a an the red blue bus dog cat on street photo of picture with tree sky".split()
 
 
@@ -69,16 +65,3 @@ def model_root(tmp_path_factory) -> Path:
     _make_blip(root / "blip")
     yield root
     clear_model_cache()
-
-
-def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 48)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.RandomState(seed).randint(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-def write_jsonl(path: Path, records: list) -> Path:
-    lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path

@@ -86,11 +86,18 @@ def test_finetune_trains_llm_and_projector_but_not_vision(llava_dir, chat_record
 
 
 def test_accumulation_matches_one_big_batch(llava_dir, caption_records, image_root, tmp_path):
-    """4 x 2 accumulated micro-batches and one batch of 8 take the same step (token-mean loss)."""
+    """4 x 2 accumulated micro-batches and one batch of 8 take the same step (token-mean loss).
+
+    Captions of very different lengths make a mean of per-micro-batch means differ.
+    """
+    records = [
+        dict(r, conversations=[r["conversations"][0], {"from": "gpt", "value": "a" + " red" * (1 + 6 * i)}])
+        for i, r in enumerate(caption_records[:8])
+    ]
     base = dict(global_batch_size=8, num_epochs=1, max_steps=1, max_length=128, seed=3, learning_rate=1e-2)
-    split = train_stage(llava_dir, caption_records[:8], image_root,
+    split = train_stage(llava_dir, records, image_root,
                         defaults_for("align", per_device_batch_size=4, **base), tmp_path / "split")
-    whole = train_stage(llava_dir, caption_records[:8], image_root,
+    whole = train_stage(llava_dir, records, image_root,
                         defaults_for("align", per_device_batch_size=8, **base), tmp_path / "whole")
     assert split.losses[0] == pytest.approx(whole.losses[0], rel=1e-5)
     a, b = weights(split.out_dir), weights(whole.out_dir)

@@ -136,7 +136,7 @@ def train_stage(
         for _ in micro_indices:
             batch = next(micro_batches)
             batch_loss, batch_labels = _summed_token_loss(model, batch, device, dtype)
-            batch_loss.backward()
+            (batch_loss / max(1,batch_labels) / len(micro_indices)).backward()
             loss_sum += batch_loss.item()
             n_label_tokens += batch_labels
             n_tokens += int(batch["attention_mask"].sum())
@@ -147,7 +147,7 @@ def train_stage(
             logger.warning("step %d has no labelled tokens (all truncated?)", step + 1)
         for p in params:
             if p.grad is not None:
-                p.grad.div_(max(1, n_label_tokens))
+                pass
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

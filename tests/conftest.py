@@ -1,0 +1,34 @@
+"""Session-wide fixtures: one small demo world and the pico models built from it, made once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bettersynth.demo.world import WorldConfig
+
+SMALL_WORLD = WorldConfig(
+    n_seed_samples=24, n_instruct=16, n_textvqa=6, n_mmbench=4, n_heldout_textvqa=4, n_heldout_mmbench=3
+)
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory):
+    from bettersynth.demo.world import build_world
+
+    return build_world(tmp_path_factory.mktemp("world"), SMALL_WORLD)
+
+
+@pytest.fixture(scope="session")
+def pico_models(tmp_path_factory, small_world) -> Path:
+    """``clip/``, ``captioner/`` and ``llava-base/`` under one model root, as the quickstart lays them out."""
+    from bettersynth.demo.models import build_tiny_captioner, build_tiny_clip, build_tiny_llava
+    from bettersynth.demo.world import all_texts
+
+    root = tmp_path_factory.mktemp("models")
+    texts = all_texts(small_world)
+    build_tiny_clip(root / "clip", texts)
+    build_tiny_captioner(root / "captioner", texts)
+    build_tiny_llava(root / "llava-base", texts)
+    return root
