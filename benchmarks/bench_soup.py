@@ -42,15 +42,15 @@ def make_checkpoints(root: Path, count: int, size_mb: int) -> list[Path]:
     return paths
 
 
-def run_mode(mode: str, paths: list[Path], out: Path) -> None:
+def run_mode(mode: str, paths: list[Path], out: Path, threads: int) -> None:
     import torch  # imported in every mode so the baselines carry torch's own footprint
     from safetensors.torch import load_file, save_file
 
-    del torch
+    from bettersynth.soup import average_checkpoints
+
+    torch.set_num_threads(threads)
     start = time.perf_counter()
     if mode == "streamed":
-        from bettersynth.soup import average_checkpoints
-
         average_checkpoints(paths, None, out)
     elif mode == "naive":
         states = [load_file(p / "model.safetensors") for p in paths]
@@ -79,23 +79,27 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=256, help="size of each checkpoint")
     parser.add_argument("--counts", type=int, nargs="+", default=[2, 4, 8], help="numbers of ingredients")
     parser.add_argument("--workdir", type=Path, default=None, help="where checkpoints go (default: a temp dir)")
+    # On a shared box torch's intra-op threads mostly wait on each other: 1 gives steadier numbers.
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads in each run")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--paths", nargs="*", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
-        run_mode(args.mode, args.paths, args.out)
+        run_mode(args.mode, args.paths, args.out, args.threads)
         return
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-soup-"))
     root.mkdir(parents=True, exist_ok=True)
-    print(f"{'N':>3} {'mode':>9} {'seconds':>8} {'peak RSS MB':>12}  (checkpoint {args.size_mb} MB)")
+    print(f"{'N':>3} {'mode':>9} {'seconds':>8} {'peak RSS MB':>12}  "
+          f"(checkpoint {args.size_mb} MB, {args.threads} thread(s))")
     try:
         for count in args.counts:
             paths = make_checkpoints(root, count, args.size_mb)
             for mode in ("read", "streamed", "naive"):
                 out = root / f"soup_{mode}_{count}"
                 shutil.rmtree(out, ignore_errors=True)
-                cmd = [sys.executable, __file__, "--mode", mode, "--out", str(out), "--paths", *map(str, paths)]
+                cmd = [sys.executable, __file__, "--mode", mode, "--threads", str(args.threads), "--out", str(out),
+                       "--paths", *map(str, paths)]
                 result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
                 print(f"{count:>3} {mode:>9} {result['seconds']:>8.2f} {result['peak_rss_mb']:>12.0f}")
                 shutil.rmtree(out, ignore_errors=True)

@@ -66,11 +66,13 @@ def build_pipeline(profile: ClusterProfile, soup_methods: Sequence[str] = ("unif
         ).set_display_name("version-dataset")
         versioned.set_caching_options(False)  # it writes to the DVC remote: a side effect KFP can't see
 
+        # The hash travels inside the pointer artifact, not as a string output: kfp.local
+        # (2.17.0) hands a loop body the loop item in place of an upstream parameter output.
         registrations = []
         with dsl.ParallelFor(seeds, parallelism=2) as seed:
             trained = place(
                 train_model(
-                    dataset=captioned.outputs["captioned"], dataset_hash=versioned.outputs["dataset_hash"],
+                    dataset=captioned.outputs["captioned"], dataset_pointer=versioned.outputs["pointer"],
                     base_model=base_model, instruct_data=instruct_data, train_config=train_config, seed=seed,
                 ),
                 profile, "train",

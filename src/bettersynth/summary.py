@@ -47,7 +47,8 @@ def collect_summary(parent_run_id: str, model_name: str, workspace: Path, wall_s
                 "step": step, "recipe": run.data.params.get("recipe.name", ""),
                 "in": int(metrics.get("n_in", 0)), "kept": int(metrics.get("kept", 0)),
                 "filtered": int(metrics.get("filtered", 0)), "rejected": int(metrics.get("rejected", 0)),
-                "added": int(metrics.get("added", 0)), "run_id": run.info.run_id,
+                "added": int(metrics.get("added", 0)), "added_kept": int(metrics.get("added_kept", 0)),
+                "run_id": run.info.run_id,
             })
         elif step == "version-dataset":
             dataset_hash = tags.get("dataset.hash", "")

@@ -94,11 +94,15 @@ def version_variant(
     return VariantVersion(name, target, document["outs"][0]["md5"], pointer, remote_url)
 
 
+def pointer_hash(pointer: Path) -> str:
+    """The dataset hash a ``.dvc`` pointer file names."""
+    return yaml.safe_load(Path(pointer).read_text())["outs"][0]["md5"]
+
+
 def find_pointer(root: Path, dataset_hash: str) -> Path | None:
     """The .dvc file under ``data/variants`` that names ``dataset_hash``, if any."""
     for pointer in sorted((Path(root) / VARIANTS_DIR).glob("*.dvc")):
-        document = yaml.safe_load(pointer.read_text())
-        if document["outs"][0]["md5"] in (dataset_hash, dataset_hash + ".dir"):
+        if pointer_hash(pointer) in (dataset_hash, dataset_hash + ".dir"):
             return pointer
     return None
 

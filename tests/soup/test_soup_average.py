@@ -200,3 +200,24 @@ def test_soup_copy_checkpoint_is_byte_identical(llamas, tmp_path):
     out = copy_checkpoint(llamas["sharded_1"], tmp_path / "copy")
     for src in llamas["sharded_1"].iterdir():
         assert (out / src.name).read_bytes() == src.read_bytes()
+
+
+def test_soup_odd_tensors_round_trip(handmade, load_state, tmp_path):
+    def tensors(seed: int) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        return {
+            "scalar": torch.randn((), generator=gen).half(),
+            "empty": torch.zeros(0, 3),
+            "double": torch.randn(5, generator=gen, dtype=torch.float64),
+            "bytes": torch.arange(7, dtype=torch.uint8),
+            "odd": torch.randn(3, 5, 7, generator=gen).bfloat16(),
+        }
+
+    states = [tensors(0), tensors(1)]
+    paths = [handmade("a", states[0]), handmade("b", states[1])]
+    got = load_state(average_checkpoints(paths, [1.0, 2.0], tmp_path / "soup", max_shard_bytes=64))
+    assert got["double"].dtype == torch.float64
+    # accumulated in fp64, not squeezed through fp32
+    want = states[0]["double"] / 3 + states[1]["double"] * 2 / 3
+    assert torch.allclose(got["double"], want, rtol=1e-14, atol=0)
+    assert_same_tensors(got, reference_average(states, [1.0, 2.0]))

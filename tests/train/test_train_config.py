@@ -17,7 +17,9 @@ def test_stage_defaults_follow_the_recipe():
     [(256, 32, 1, 8), (256, 16, 8, 2), (128, 4, 2, 16), (8, 8, 1, 1)],
 )
 def test_accumulation_is_derived(global_bs, per_device, world, accum):
-    config = defaults_for("align", global_batch_size=global_bs, per_device_batch_size=per_device, world_size=world)
+    config = defaults_for(
+        "align", global_batch_size=global_bs, per_device_batch_size=per_device, world_size=world
+    )
     assert config.gradient_accumulation_steps == accum
     assert config.per_device_batch_size * config.gradient_accumulation_steps * config.world_size == global_bs
 
@@ -33,6 +35,7 @@ def test_unreachable_global_batch_is_refused_with_the_numbers(global_bs, per_dev
 
 def test_explicit_values_override_stage_defaults_and_unknown_fields_fail():
     assert defaults_for("align", learning_rate=5e-4).learning_rate == 5e-4
+    assert StageConfig.for_stage("finetune", seed=3) == defaults_for("finetune", seed=3)
     with pytest.raises(ValueError, match="learning_rat"):
         StageConfig(stage="align", learning_rat=1.0)
     with pytest.raises(ValueError, match="stage"):

@@ -65,13 +65,13 @@ def test_truncation_keeps_labels_aligned_and_refuses_to_cut_images(caption_recor
 def test_bad_image_or_record_names_the_id(caption_records, image_root, processor, tmp_path):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "broken.png").write_bytes(b"not a png at all")
-    bad = [dict(caption_records[0], id="gone", image="imgs/missing.png"),
-           dict(caption_records[0], id="broken", image="imgs/broken.png")]
-    dataset = LlavaDataset(bad, tmp_path, processor, "plain", max_length=64)
-    with pytest.raises(LlavaRecordError, match="'gone'.*missing.png"):
+    gone = dict(caption_records[0], id="gone", image="imgs/missing.png")
+    with pytest.raises(LlavaRecordError, match="1 records.*'gone'"):
+        LlavaDataset([gone], tmp_path, processor, "plain", max_length=64)
+    broken = dict(caption_records[0], id="broken", image="imgs/broken.png")
+    dataset = LlavaDataset([broken], tmp_path, processor, "plain", max_length=64)
+    with pytest.raises(LlavaRecordError, match="'broken'.*broken.png"):
         dataset[0]
-    with pytest.raises(LlavaRecordError, match="'broken'"):
-        dataset[1]
     no_reply = dict(caption_records[0], id="half", conversations=caption_records[0]["conversations"][:1])
     with pytest.raises(LlavaRecordError, match="'half'"):
         LlavaDataset([no_reply], image_root, processor, "plain", max_length=64)

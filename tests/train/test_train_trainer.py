@@ -88,33 +88,42 @@ def test_finetune_trains_llm_and_projector_but_not_vision(llava_dir, chat_record
 def test_accumulation_matches_one_big_batch(llava_dir, caption_records, image_root, tmp_path):
     """4 x 2 accumulated micro-batches and one batch of 8 take the same step (token-mean loss).
 
-    Captions of very different lengths make a mean of per-micro-batch means differ.
+    Caption lengths are powers of two, so no two micro-batches hold as many labelled
+    tokens: a mean of per-micro-batch means would give a different gradient.
     """
     records = [
-        dict(r, conversations=[r["conversations"][0], {"from": "gpt", "value": "a" + " red" * (1 + 6 * i)}])
+        dict(r, conversations=[r["conversations"][0], {"from": "gpt", "value": "a" + " red" * 2**i}])
         for i, r in enumerate(caption_records[:8])
     ]
-    base = dict(global_batch_size=8, num_epochs=1, max_steps=1, max_length=128, seed=3, learning_rate=1e-2)
-    split = train_stage(llava_dir, records, image_root,
-                        defaults_for("align", per_device_batch_size=4, **base), tmp_path / "split")
-    whole = train_stage(llava_dir, records, image_root,
-                        defaults_for("align", per_device_batch_size=8, **base), tmp_path / "whole")
+    base = dict(global_batch_size=8, num_epochs=1, max_steps=1, max_length=256, seed=3, learning_rate=1e-2)
+    norms = {}
+    split = train_stage(llava_dir, records, image_root, defaults_for("align", per_device_batch_size=4, **base),
+                        tmp_path / "split", on_step=lambda s, m: norms.setdefault("split", m["grad_norm"]))
+    whole = train_stage(llava_dir, records, image_root, defaults_for("align", per_device_batch_size=8, **base),
+                        tmp_path / "whole", on_step=lambda s, m: norms.setdefault("whole", m["grad_norm"]))
     assert split.losses[0] == pytest.approx(whole.losses[0], rel=1e-5)
+    assert norms["split"] == pytest.approx(norms["whole"], rel=1e-4)
     a, b = weights(split.out_dir), weights(whole.out_dir)
     assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
 
 
 def test_step_loss_is_the_token_mean_hf_computes(llava_dir, caption_records, image_root, tmp_path):
     """The first step's loss equals transformers' own causal-LM loss on the same batch."""
-    config = defaults_for("align", per_device_batch_size=8, global_batch_size=8, max_steps=1, max_length=128)
-    result = train_stage(llava_dir, caption_records[:8], image_root, config, tmp_path)
+    config = defaults_for("align", per_device_batch_size=4, global_batch_size=8, max_steps=1, max_length=128)
+    metrics = []
+    result = train_stage(llava_dir, caption_records[:8], image_root, config, tmp_path,
+                         on_step=lambda s, m: metrics.append(m))
     processor = AutoProcessor.from_pretrained(llava_dir)
     model = LlavaForConditionalGeneration.from_pretrained(llava_dir)
     dataset = LlavaDataset(caption_records[:8], image_root, processor, "plain", 128)
-    order = plan_steps(8, config)[0][0]
+    order = [i for micro in plan_steps(8, config)[0] for i in micro]
     batch = LlavaCollator(processor.tokenizer.pad_token_id)([dataset[i] for i in order])
-    with torch.no_grad():
-        reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+    reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+    reference.backward()
+    reference = reference.detach()
+    projector = model.model.multi_modal_projector.parameters()
+    grad_norm = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in projector]))
     assert result.losses[0] == pytest.approx(float(reference), rel=1e-5)
+    assert metrics[0]["grad_norm"] == pytest.approx(float(grad_norm), rel=1e-4)
     assert (batch["labels"] != IGNORE_INDEX).sum() > 0

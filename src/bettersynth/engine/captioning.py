@@ -15,15 +15,18 @@ from typing import Any
 
 import torch
 from PIL import Image
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from bettersynth.data.sample import Sample
 from bettersynth.engine.models import ModelBundle
 from bettersynth.engine.task import InferenceTask, Row, image_rows
 
 
-class SeededSampling(LogitsProcessor):
-    """Turns greedy decoding into per-row seeded sampling (temperature, top-k)."""
+class SeededSampling:
+    """Turns greedy decoding into per-row seeded sampling (temperature, top-k).
+
+    A transformers logits processor by protocol (``__call__(input_ids, scores)``);
+    not subclassed so importing this module does not import transformers.
+    """
 
     def __init__(self, seeds: list[int], temperature: float = 1.0, top_k: int | None = None):
         self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
@@ -52,10 +55,7 @@ class CaptionTask(InferenceTask):
     loader: str = "hf_img2seq"
 
     def rows(self, sample_idx: int, sample: Sample) -> list[Row]:
-        rows = image_rows(sample_idx, sample, repeat=self.candidates, seed=self.seed)
-        if self.candidates == 1:  # keys are always (chunk, image, candidate)
-            rows = [Row(r.sample_idx, (*r.key, 0), r.image, r.text, r.seed) for r in rows]
-        return rows
+        return image_rows(sample_idx, sample, repeat=self.candidates, seed=self.seed)
 
     def prepare(self, row: Row, image: Image.Image | None, processor: Any, info: dict) -> dict[str, Any]:
         kwargs = {"text": self.prompt} if self.prompt else {}
@@ -67,6 +67,8 @@ class CaptionTask(InferenceTask):
         return {name: torch.stack([p[name] for p in prepared]) for name in prepared[0]}
 
     def forward(self, bundle: ModelBundle, inputs: dict[str, Any], rows: list[Row]) -> list[str]:
+        from transformers import LogitsProcessorList
+
         sampler = SeededSampling([row.seed or 0 for row in rows], self.temperature, self.top_k)
         inputs = {k: v for k, v in inputs.items() if k != "token_type_ids"}
         output = bundle.model.generate(

@@ -33,7 +33,7 @@ class Row:
     """One unit of model work: an image (and its chunk text) of one sample."""
 
     sample_idx: int
-    key: Hashable  # identifies the row within its sample, e.g. (chunk, image, candidate)
+    key: Hashable  # identifies the row within its sample, e.g. (chunk, image, k)
     image: str | None  # path relative to the dataset root; None for text-only rows
     text: str = ""
     seed: int | None = None
@@ -74,7 +74,8 @@ class InferenceTask(ABC):
 
 
 def image_rows(sample_idx: int, sample: Sample, repeat: int = 1, seed: int | None = None) -> list[Row]:
-    """One row per (chunk, image[, repeat]); chunks without images need no model.
+    """One row per (chunk, image, repeat k), keyed ``(chunk_idx, image_idx, k)``; chunks
+    without images need no model.
 
     With ``seed`` set each row gets its own seed derived from the sample id and
     its position, so results do not depend on batch composition.
@@ -84,8 +85,7 @@ def image_rows(sample_idx: int, sample: Sample, repeat: int = 1, seed: int | Non
         for image_idx, image in enumerate(images):
             for k in range(repeat):
                 row_seed = None if seed is None else derive_seed(seed, sample.id, chunk_idx, image_idx, k)
-                key = (chunk_idx, image_idx, k) if repeat > 1 else (chunk_idx, image_idx)
-                rows.append(Row(sample_idx, key, image, text, row_seed))
+                rows.append(Row(sample_idx, (chunk_idx, image_idx, k), image, text, row_seed))
     return rows
 
 

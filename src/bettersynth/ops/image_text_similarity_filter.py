@@ -54,7 +54,7 @@ class ImageTextSimilarityFilter(Filter):
                 stats.append(result)
                 continue
             per_chunk: dict[int, list[float]] = {}
-            for (chunk_idx, _image_idx), score in sorted(result.items()):
+            for (chunk_idx, _image_idx, _k), score in sorted(result.items()):
                 per_chunk.setdefault(chunk_idx, []).append(score)
             stats.append([reduce(scores) for _, scores in sorted(per_chunk.items())])
         return stats

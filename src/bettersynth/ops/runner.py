@@ -188,10 +188,10 @@ def _export(samples: list[Sample], root: Path, out_dir: Path, ledger: _Ledger) -
     """Link each kept sample's images into out_dir/images and point its paths there."""
     out_dir.mkdir(parents=True, exist_ok=True)
     images_dir = out_dir / "images"
-    exported = []
+    exported, placed = [], set()
     for sample in samples:
         try:
-            new_paths = [_place(rel, root, images_dir) for rel in sample.images]
+            new_paths = [_place(rel, root, images_dir, placed) for rel in sample.images]
         except (ImageError, OSError) as exc:
             ledger.reject(sample.id, "export", str(exc))
             continue
@@ -200,18 +200,24 @@ def _export(samples: list[Sample], root: Path, out_dir: Path, ledger: _Ledger) -
     return exported
 
 
-def _place(rel: str, root: Path, images_dir: Path) -> str:
+def _place(rel: str, root: Path, images_dir: Path, placed: set[str]) -> str:
+    """Link (else copy) one image; existence and path safety are checked, pixels are not
+    (only ops that use images decode them)."""
     source = resolve_image(root, rel)
     if not source.is_file():
         raise ImageError(f"{source}: image file not found")
     rel = normalise_rel(rel)
+    if rel in placed:
+        return rel
     target = images_dir / rel
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(source, target)
-        except OSError:  # other filesystem, or links not allowed: copy instead
-            shutil.copy2(source, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() or target.is_symlink():  # left by an earlier run: may be stale
+        target.unlink()
+    try:
+        os.link(source, target)
+    except OSError:  # other filesystem, or links not allowed: copy instead
+        shutil.copy2(source, target)
+    placed.add(rel)
     return rel
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 
 from bettersynth.ops.runner import run_recipe
-from bettersynth.recipe import load_recipe
+from bettersynth.recipe import Recipe
 from bettersynth.tracking import step_run
 
 
@@ -23,7 +23,7 @@ def seeded_fraction(fraction: float, seed: int):
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
 
-    def select(sample) -> bool:
+    def select(op, sample) -> bool:
         digest = hashlib.sha256(f"{seed}:{sample.id}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
@@ -45,9 +45,9 @@ def process_dataset(
     ``fraction`` < 1 applies the recipe to a seeded subset only (e.g. re-caption
     20% of the data); the other samples pass through as kept.
     """
-    recipe = load_recipe(recipe_path)
+    recipe = Recipe.load(recipe_path)
     select = seeded_fraction(fraction, seed) if fraction < 1.0 else None
-    params = {"recipe.name": recipe.name, "recipe.hash": recipe.hash(), "fraction": fraction, "seed": seed}
+    params = {"recipe.name": recipe.name or Path(recipe_path).stem, "recipe.hash": recipe.hash(), "fraction": fraction, "seed": seed}
     params |= recipe.flat_params()
     with step_run(step, params=params, tags={"recipe.hash": recipe.hash()}):
         report = run_recipe(

@@ -38,7 +38,7 @@ def register_version(name: str, source_run_id: str, metrics: dict[str, float], t
         source = f"{client.get_run(source_run_id).info.artifact_uri}/checkpoint"
         version = client.create_model_version(name, source=source, run_id=source_run_id, tags=all_tags)
         mlflow.set_tags({"model.name": name, "model.version": version.version})
-    return version.version
+    return str(version.version)
 
 
 def _score(version) -> float:
@@ -60,9 +60,10 @@ def promote_best(name: str, pipeline_run: str) -> dict:
     moved = champion is None or _score(best) > _score(champion)
     if moved:
         client.set_registered_model_alias(name, CHAMPION, best.version)
+    holder = str(best.version if moved else champion.version)
     with step_run("promote-model", params={"model.name": name, "candidate": best.version}):
-        mlflow.set_tags({"champion.moved": str(moved), "champion.version": best.version if moved else champion.version})
-    return {"candidate": best.version, "champion_moved": moved, "champion": best.version if moved else champion.version}
+        mlflow.set_tags({"champion.moved": str(moved), "champion.version": holder})
+    return {"candidate": str(best.version), "champion_moved": moved, "champion": holder}
 
 
 def pipeline_run_id() -> str:

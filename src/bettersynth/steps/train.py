@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,10 @@ def train_model(
     seed: int,
     out_dir: Path,
 ) -> dict:
-    """Train stage 1 on the variant and stage 2 on the fixed instruction set; returns run facts."""
+    """Train stage 1 on the variant and stage 2 on the fixed instruction set into ``out_dir``.
+
+    The stage-1 checkpoint is scratch: only the finetuned model leaves the step.
+    """
     plan = TrainPlan.load(plan_path)
     align, finetune = plan.stage("align", seed), plan.stage("finetune", seed)
     records = pretraining_records(Path(dataset_dir), plan.sample_cap, plan.sample_cap_seed)
@@ -82,10 +86,10 @@ def train_model(
     params |= {f"finetune.{k}": v for k, v in finetune.model_dump().items()}
     tags = {"dataset.hash": dataset_hash, "train.seed": str(seed)}
     out_dir = Path(out_dir)
-    with step_run(f"train-seed{seed}", params=params, tags=tags) as run:
-        stage1 = train_stage(Path(base_model), records, Path(dataset_dir), align, out_dir / "align", on_step=_log_step("align"))
+    with step_run(f"train-seed{seed}", params=params, tags=tags) as run, tempfile.TemporaryDirectory() as scratch:
+        stage1 = train_stage(Path(base_model), records, Path(dataset_dir), align, Path(scratch) / "align", on_step=_log_step("align"))
         stage2 = train_stage(
-            stage1.out_dir, instruct, Path(instruct_json).parent, finetune, out_dir / "model", on_step=_log_step("finetune")
+            stage1.out_dir, instruct, Path(instruct_json).parent, finetune, out_dir, on_step=_log_step("finetune")
         )
         mlflow.log_metrics({
             "align/final_loss": stage1.losses[-1],

@@ -7,7 +7,7 @@ exactly is refused instead of silently changed.
 
 Example::
 
-    config = defaults_for("align").model_copy(update={"per_device_batch_size": 16})
+    config = defaults_for("align", per_device_batch_size=16)  # validated; model_copy() is not
     config.gradient_accumulation_steps  # 256 / (16 * 1) = 16
 """
 
@@ -69,6 +69,11 @@ class StageConfig(BaseModel):
             )
         return self
 
+    @classmethod
+    def for_stage(cls, stage: Stage, **overrides: Any) -> "StageConfig":
+        """The recipe's config for ``stage``, with ``overrides`` applied (validated)."""
+        return cls(stage=stage, **overrides)
+
     @property
     def gradient_accumulation_steps(self) -> int:
         """global = per_device x accumulation x world_size, solved for accumulation."""
@@ -77,7 +82,7 @@ class StageConfig(BaseModel):
 
 def defaults_for(stage: Stage, **overrides: Any) -> StageConfig:
     """The recipe's config for ``stage``, with ``overrides`` applied (validated)."""
-    return StageConfig(stage=stage, **overrides)
+    return StageConfig.for_stage(stage, **overrides)
 
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -11,9 +11,11 @@ of the label text are located in it, and every token whose offsets overlap a
 span is labelled. The processor then expands each ``<image>`` into the
 vision tower's patch tokens; the labels follow that expansion.
 
-A record that cannot be encoded (bad shape, unreadable image, image tokens cut
-by ``max_length``) raises ``LlavaRecordError`` naming its id: training refuses
-to drop data silently, so filter bad samples before training.
+A record that cannot be encoded raises ``LlavaRecordError`` naming its id:
+training refuses to drop data silently, so every sample is either trained on
+or reported; filter bad samples before training. Bad shapes, duplicate ids and
+missing image files fail when the dataset is built; unreadable images and
+image tokens cut by ``max_length`` fail when the example is loaded.
 
 Example::
 
@@ -168,6 +170,13 @@ class LlavaDataset(Dataset):
             raise LlavaRecordError(f"duplicate record ids: {duplicates[:5]}")
         self.records = list(records)
         self.image_root = Path(image_root)
+        missing = [
+            str(r["id"]) for r in self.records if r.get("image") and not (self.image_root / r["image"]).is_file()
+        ]
+        if missing:  # the common failure, caught before any training time is spent
+            raise LlavaRecordError(
+                f"{len(missing)} records name images missing under {str(self.image_root)!r}, e.g. {missing[:5]}"
+            )
         self.processor = processor
         self.template = TEMPLATES.get(template)
         self.max_length = max_length

@@ -84,7 +84,8 @@ def train_stage(
 
     ``on_step(step, metrics)`` is called after every optimizer step (``step``
     counts from 1) with ``loss``, ``lr``, ``grad_norm`` (before clipping),
-    ``samples_per_s`` and ``tokens_per_s``; the caller decides where they go.
+    ``samples_per_s`` and ``tokens_per_s`` (non-pad tokens, image tokens
+    included); the caller decides where they go (MLflow, a progress bar).
     """
     if config.world_size != 1:
         raise NotImplementedError(f"world_size {config.world_size}: distributed training is not wired yet")
@@ -136,7 +137,7 @@ def train_stage(
         for _ in micro_indices:
             batch = next(micro_batches)
             batch_loss, batch_labels = _summed_token_loss(model, batch, device, dtype)
-            (batch_loss / max(1,batch_labels) / len(micro_indices)).backward()
+            batch_loss.backward()
             loss_sum += batch_loss.item()
             n_label_tokens += batch_labels
             n_tokens += int(batch["attention_mask"].sum())
@@ -147,7 +148,7 @@ def train_stage(
             logger.warning("step %d has no labelled tokens (all truncated?)", step + 1)
         for p in params:
             if p.grad is not None:
-                pass
+                p.grad.div_(max(1, n_label_tokens))
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
