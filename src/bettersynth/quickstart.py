@@ -7,8 +7,11 @@ cluster runs, before touching a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +44,43 @@ class QuickstartConfig:
     train_config: str = "configs/train/quickstart.yaml"
     registered_model: str = "bettersynth-vlm"
     experiment: str = EXPERIMENT
+
+
+class StepLog:
+    """A stdout stand-in: everything goes to a log file, task status lines also to the terminal.
+
+    Why: kfp.local prints every executor's full input/output JSON; a newcomer
+    needs to see steps finishing, and the details only when something fails.
+    """
+
+    STATUS = re.compile(r"(Task|Pipeline) .* finished with status")
+    ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+    def __init__(self, path: Path, terminal) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("w", encoding="utf-8")
+        self.terminal = terminal
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            plain = self.ANSI.sub("", line)
+            if self.STATUS.search(plain):
+                self.terminal.write(plain.strip() + "\n")
+                self.terminal.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def __enter__(self) -> "StepLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
 
 
 def prepare_inputs(workspace: Path, world_config: WorldConfig):
@@ -94,9 +134,15 @@ def run_quickstart(config: QuickstartConfig) -> RunSummary:
             "MLFLOW_EXPERIMENT_ID": experiment_id,
             PARENT_RUN_ENV: parent.info.run_id,
         })
+        log_path = workspace / "local_outputs" / f"pipeline-{parent.info.run_id}.log"
+        log.info("running the pipeline through kfp.local; full step logs: %s", log_path)
         try:
             local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workspace / "local_outputs"))
-            pipeline(**arguments)
+            with StepLog(log_path, sys.stdout) as stream, contextlib.redirect_stdout(stream):
+                try:
+                    pipeline(**arguments)
+                except RuntimeError as exc:
+                    raise RuntimeError(f"{exc}\nThe failing step's traceback is in {log_path}") from None
         finally:
             for name in ("MLFLOW_EXPERIMENT_ID", PARENT_RUN_ENV):
                 os.environ.pop(name, None)
