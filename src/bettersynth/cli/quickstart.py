@@ -1,0 +1,25 @@
+"""``bettersynth quickstart``: the whole loop, locally, on a generated demo world."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    from bettersynth.demo.world import WorldConfig
+    from bettersynth.quickstart import QuickstartConfig, run_quickstart
+    from bettersynth.summary import format_summary
+
+    config = QuickstartConfig(workspace=Path(args.workspace), seeds=args.seeds, world=WorldConfig(n_seed_samples=args.samples))
+    summary = run_quickstart(config)
+    print(format_summary(summary, config.registered_model))
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("quickstart", help="run the whole loop locally on a generated demo world")
+    parser.add_argument("--workspace", default=".", help="DVC project for data, models and MLflow (default: .)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="finetune seeds")
+    parser.add_argument("--samples", type=int, default=300, help="seed image-caption pairs to generate")
+    parser.set_defaults(run=run)
