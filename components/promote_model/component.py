@@ -4,15 +4,16 @@ from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def promote_model(name: str) -> str:
+def promote_model(name: str, metric: str = "score") -> str:
     """Move the ``candidate`` alias to this run's best version, and ``champion`` only if it beats the holder.
 
     Args:
         name: Registered model name.
+        metric: What ranks versions: ``score`` (mean of TextVQA and MMBench circular) or any evaluation metric name.
 
     Returns:
         The version that holds ``champion`` afterwards.
     """
     from bettersynth.steps.register import pipeline_run_id, promote_best
 
-    return promote_best(name, pipeline_run_id())["champion"]
+    return promote_best(name, pipeline_run_id(), metric)["champion"]

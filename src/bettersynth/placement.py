@@ -1,23 +1,27 @@
-"""Where each pipeline step runs on a cluster: node pools from a cluster profile YAML.
+"""Where and how each pipeline step runs on a cluster, from a cluster profile YAML.
 
-Why: GPU pools differ per cluster (labels, taints, accelerator names); the
-pipeline code names *steps*, the profile maps steps to pools, so the same
-pipeline compiles for GKE, EKS or an on-prem cluster without code changes.
-Local runs (``kfp.local``) ignore all of this.
+Why: GPU pools, images, volumes and credentials differ per cluster (labels,
+taints, accelerator names, registries, secret names); the pipeline code names
+*steps*, the profile maps steps to pools, so the same pipeline compiles for
+GKE, EKS or an on-prem cluster without code changes. Local runs
+(``kfp.local``) ignore all of this.
 
 Example::
 
-    profile = load_profile("k8s/profiles/generic.yaml")
-    place(train_task, profile, "train")
+    profile = load_profile("k8s/profiles/gke.yaml")
+    place(train_task, profile, "train")   # pool, image, PVCs, secrets, retries, caching
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Toleration(BaseModel):
@@ -39,6 +43,50 @@ class Pool(BaseModel):
     memory_request: str | None = None  # e.g. "32G"
     memory_limit: str | None = None
     shm_size: str | None = None  # /dev/shm as a memory-backed emptyDir, for DataLoader workers
+    image: str | None = None  # key of `ClusterProfile.images` this pool's steps run in; None keeps the component's image
+    preemptible: bool = False  # spot/preemptible nodes: steps here are retried with `ClusterProfile.retry`
+
+
+class PvcMount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    claim: str  # PersistentVolumeClaim name, e.g. bettersynth-models
+    mount_path: str  # where step pods see it, e.g. /mnt/models
+    steps: list[str] | None = None  # steps that mount it; None mounts it in every step
+
+
+class SecretEnv(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    secret: str  # Kubernetes Secret name
+    env: dict[str, str]  # key in the Secret -> environment variable in the step pod
+    steps: list[str] | None = None  # steps that get it; None gives it to every step
+    optional: bool = False  # run even when the Secret is missing
+
+    @model_validator(mode="after")
+    def _env_names(self) -> "SecretEnv":
+        bad = [name for name in self.env.values() if not _ENV_NAME.match(name)]
+        if bad:
+            raise ValueError(f"secret {self.secret!r}: env: not environment variable names: {bad}")
+        return self
+
+
+class RetryPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    num_retries: int = Field(3, ge=0)  # attempts after the first, on preemptible pools
+    backoff_duration: str = "60s"  # wait before the first retry
+    backoff_factor: float = 2.0  # growth of the wait per retry
+    backoff_max_duration: str = "3600s"  # cap on the wait
+
+
+class CachingPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True  # let KFP reuse outputs of deterministic steps
+    uncached_steps: list[str] = Field(default_factory=list)  # steps with side effects KFP can't see (registry, DVC push)
+
+
+class SecurityPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run_as_user: int = Field(1000, ge=1)  # the images' non-root user
+    run_as_group: int = Field(1000, ge=1)
 
 
 class ClusterProfile(BaseModel):
@@ -47,12 +95,34 @@ class ClusterProfile(BaseModel):
     pools: dict[str, Pool]  # pool name -> how to reach it
     steps: dict[str, str]  # step name -> pool name; steps not listed go to `default_pool`
     default_pool: str = "cpu"
+    images: dict[str, str] = Field(default_factory=dict)  # image key -> reference, e.g. gpu: registry/bettersynth-gpu:0.1.0
+    image_pull_secrets: list[str] = Field(default_factory=list)  # Secrets for a private registry
+    volumes: list[PvcMount] = Field(default_factory=list)  # PVCs (models, data) mounted into steps
+    secrets: list[SecretEnv] = Field(default_factory=list)  # credentials reach pods only as Secret-backed env vars
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)  # applied to steps on preemptible pools
+    caching: CachingPolicy = Field(default_factory=CachingPolicy)
+    security: SecurityPolicy = Field(default_factory=SecurityPolicy)
+
+    @model_validator(mode="after")
+    def _references(self) -> "ClusterProfile":
+        for step, pool in self.steps.items():
+            if pool not in self.pools:
+                raise ValueError(f"steps.{step}: unknown pool {pool!r} (pools: {sorted(self.pools)})")
+        if self.default_pool not in self.pools:
+            raise ValueError(f"default_pool: unknown pool {self.default_pool!r} (pools: {sorted(self.pools)})")
+        for name, pool in self.pools.items():
+            if pool.image is not None and pool.image not in self.images:
+                raise ValueError(f"pools.{name}.image: unknown image key {pool.image!r} (images: {sorted(self.images)})")
+            if bool(pool.accelerator_type) != bool(pool.accelerator_count):
+                raise ValueError(f"pools.{name}: accelerator_type and accelerator_count go together")
+        return self
 
     def pool_for(self, step: str) -> Pool:
-        name = self.steps.get(step, self.default_pool)
-        if name not in self.pools:
-            raise ValueError(f"profile {self.name!r}: step {step!r} maps to unknown pool {name!r}")
-        return self.pools[name]
+        return self.pools[self.steps.get(step, self.default_pool)]
+
+    def image_for(self, step: str) -> str | None:
+        key = self.pool_for(step).image
+        return self.images[key] if key else None
 
 
 def load_profile(path: str | Path) -> ClusterProfile:
@@ -64,8 +134,17 @@ def load_profile(path: str | Path) -> ClusterProfile:
         raise ValueError(f"{path}: invalid cluster profile: {exc}") from exc
 
 
+def _applies(steps: list[str] | None, step: str) -> bool:
+    return steps is None or step in steps
+
+
 def place(task, profile: ClusterProfile, step: str):
-    """Apply the pool of ``step`` to a KFP task: selector, tolerations, accelerators, resources, shm."""
+    """Apply everything the profile says about ``step`` to a KFP task.
+
+    Pool (selector, tolerations, accelerators, requests/limits, shm), image,
+    PVC mounts, Secret-backed env vars, retries on preemptible pools, caching
+    and the non-root security context.
+    """
     from kfp import kubernetes
 
     pool = profile.pool_for(step)
@@ -85,4 +164,22 @@ def place(task, profile: ClusterProfile, step: str):
             setter(value)
     if pool.shm_size:
         kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=pool.shm_size)
+    image = profile.image_for(step)
+    if image:
+        task.set_container_image(image)
+    if profile.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, profile.image_pull_secrets)
+    for volume in profile.volumes:
+        if _applies(volume.steps, step):
+            kubernetes.mount_pvc(task, pvc_name=volume.claim, mount_path=volume.mount_path)
+    for secret in profile.secrets:
+        if _applies(secret.steps, step):
+            kubernetes.use_secret_as_env(task, secret_name=secret.secret, secret_key_to_env=secret.env, optional=secret.optional)
+    if pool.preemptible and profile.retry.num_retries:
+        retry = profile.retry
+        task.set_retry(retry.num_retries, retry.backoff_duration, retry.backoff_factor, retry.backoff_max_duration)
+    task.set_caching_options(profile.caching.enabled and step not in profile.caching.uncached_steps)
+    kubernetes.set_security_context(
+        task, run_as_user=profile.security.run_as_user, run_as_group=profile.security.run_as_group, run_as_non_root=True
+    )
     return task

@@ -9,6 +9,9 @@ Example::
 
     with step_run("filter", params={"recipe.hash": h}) as run:
         mlflow.log_metric("kept", 120)
+
+    with step_run("train-seed0"):
+        log_dataset_input("3f2a...c1.dir", "s3://team-data/dvc", "quickstart")
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
+from mlflow.data.dataset_source import DatasetSource
 
 PARENT_RUN_ENV = "BETTERSYNTH_PARENT_RUN_ID"
 STEP_TAG = "bettersynth.step"
@@ -30,12 +34,23 @@ def local_tracking_uri(workspace: Path) -> str:
     return f"sqlite:///{Path(workspace).resolve() / 'mlflow.db'}"
 
 
+def cli_tracking_uri(workspace: Path, explicit: str | None = None) -> str:
+    """The store a command reads: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``,
+    else the quickstart's ``mlflow.db`` in ``workspace`` (created on first use)."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri(workspace)
+
+
 def ensure_experiment(name: str, artifact_root: Path | None = None) -> str:
-    """The id of experiment ``name``, created with artifacts under ``artifact_root`` if new."""
+    """The id of experiment ``name``, created with artifacts under ``artifact_root`` if new.
+
+    A tracking *server* keeps its own artifact store (``--artifacts-destination``):
+    there ``artifact_root`` is ignored so artifacts travel through the server.
+    """
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+    served = mlflow.get_tracking_uri().startswith(("http://", "https://"))
+    location = Path(artifact_root).resolve().as_uri() if artifact_root and not served else None
     return mlflow.create_experiment(name, artifact_location=location)
 
 
@@ -67,3 +82,88 @@ def _param_value(value: Any) -> str:
 
 def log_dict_artifact(data: dict[str, Any], name: str) -> None:
     mlflow.log_dict(data, name)
+
+
+DVC_SOURCE_TYPE = "dvc"
+
+
+class DVCDatasetSource(DatasetSource):
+    """Where a dataset's bytes live: a DVC remote and the content hash that names them.
+
+    Why not a path: the training machine's path means nothing elsewhere; the
+    remote URL + hash restores the same bytes anywhere
+    (``bettersynth data checkout <hash>``).
+    """
+
+    def __init__(self, remote_url: str, dataset_hash: str, path: str = "") -> None:
+        self.remote_url = remote_url
+        self.dataset_hash = dataset_hash
+        self.path = path  # the variant's folder inside the DVC project, e.g. data/variants/quickstart
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return DVC_SOURCE_TYPE
+
+    def load(self, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"restore {self.dataset_hash} with: bettersynth data checkout {self.dataset_hash}")
+
+    @staticmethod
+    def _can_resolve(raw_source: Any) -> bool:
+        return False  # built explicitly, never guessed from a string
+
+    @classmethod
+    def _resolve(cls, raw_source: Any) -> "DVCDatasetSource":
+        raise NotImplementedError("DVCDatasetSource is built explicitly")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"remote_url": self.remote_url, "dataset_hash": self.dataset_hash, "path": self.path}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict[Any, Any]) -> "DVCDatasetSource":
+        return cls(source_dict["remote_url"], source_dict["dataset_hash"], source_dict.get("path", ""))
+
+
+def _register_dvc_source() -> None:
+    from mlflow.data.dataset_source_registry import get_registered_sources, register_dataset_source
+
+    if DVCDatasetSource not in get_registered_sources():
+        register_dataset_source(DVCDatasetSource)
+
+
+def log_dataset_input(
+    dataset_hash: str,
+    remote_url: str,
+    name: str,
+    path: str = "",
+    context: str = "training",
+    n_samples: int | None = None,
+) -> None:
+    """Log the active run's dataset as an MLflow dataset input sourced from DVC.
+
+    The digest is DVC's hash itself (``<md5>.dir`` is 36 characters, MLflow's
+    limit), so the MLflow UI and ``dvc`` name the same bytes the same way.
+    """
+    from mlflow.data.meta_dataset import MetaDataset
+
+    if not dataset_hash:
+        raise ValueError("dataset_hash: empty; pass the DVC hash of the variant the run trained on")
+    if len(dataset_hash) > 36:
+        raise ValueError(f"dataset_hash: {dataset_hash!r} is longer than MLflow's 36-character digest")
+    _register_dvc_source()
+    dataset = MetaDataset(DVCDatasetSource(remote_url, dataset_hash, path), name=name, digest=dataset_hash)
+    tags = {"dvc.hash": dataset_hash}
+    if n_samples is not None:
+        tags["samples"] = str(n_samples)
+    mlflow.log_input(dataset, context=context, tags=tags)
+
+
+def dvc_dataset_inputs(run: Any) -> list[dict[str, Any]]:
+    """The DVC-sourced dataset inputs of an MLflow ``Run``: name, hash, remote URL, path."""
+    rows = []
+    for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
+        dataset = dataset_input.dataset
+        if dataset.source_type != DVC_SOURCE_TYPE:
+            continue
+        source = json.loads(dataset.source)
+        rows.append({"name": dataset.name, **source})
+    return rows

@@ -7,22 +7,37 @@ Example::
 
     version = version_variant(Path("."), Path("out/filtered"), "sim-0.28", lineage={...})
     restore_variant(Path("."), version.dataset_hash)   # after a clean clone
+    checkout(Path("."), "sim-0.28")                    # or a hash, or an MLflow run id
+
+The remote is whatever ``.dvc/config`` names; ``BETTERSYNTH_DVC_REMOTE``
+(e.g. ``s3://team-data/dvc``) and ``BETTERSYNTH_DVC_ENDPOINT_URL`` (an
+S3-compatible server such as MinIO) set it by configuration. Credentials are
+never written: DVC reads ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``
+from the environment.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+log = logging.getLogger(__name__)
+
 VARIANTS_DIR = Path("data") / "variants"
 DEFAULT_REMOTE = "local"
 DEFAULT_REMOTE_DIR = ".dvc-remote"
+REMOTE_ENV = "BETTERSYNTH_DVC_REMOTE"  # remote URL to use instead of the project's (s3://..., a directory)
+ENDPOINT_ENV = "BETTERSYNTH_DVC_ENDPOINT_URL"  # endpoint of an S3-compatible server (MinIO, Ceph, ...)
+DVC_HASH = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
 
 
 @dataclass(frozen=True)
@@ -40,15 +55,18 @@ def _repo(root: Path):
     return Repo(str(root))
 
 
-def ensure_dvc_project(root: Path, remote_url: str | None = None) -> str:
+def ensure_dvc_project(root: Path, remote_url: str | None = None, endpoint_url: str | None = None) -> str:
     """Make ``root`` a DVC project with a default remote; returns the remote's URL.
 
     A git work tree gets a normal DVC project; any other directory gets
-    ``--no-scm`` (e.g. a scratch workspace or a pod's volume). Without a
-    remote configured, a local directory remote under ``root`` is added.
+    ``--no-scm`` (e.g. a scratch workspace or a pod's volume). The remote is
+    ``remote_url``, else ``$BETTERSYNTH_DVC_REMOTE``, else the one configured,
+    else a local directory remote under ``root``.
     """
     from dvc.repo import Repo
 
+    remote_url = remote_url or os.environ.get(REMOTE_ENV) or None
+    endpoint_url = endpoint_url or os.environ.get(ENDPOINT_ENV) or None
     root = Path(root).resolve()
     if not (root / ".dvc").is_dir():
         Repo.init(str(root), no_scm=not (root / ".git").exists())
@@ -60,6 +78,8 @@ def ensure_dvc_project(root: Path, remote_url: str | None = None) -> str:
             # DVC reads a relative path against the working directory and stores it relative
             # to .dvc/, so the project stays movable and no machine path is written
             remotes[DEFAULT_REMOTE] = {"url": remote_url or os.path.relpath(root / DEFAULT_REMOTE_DIR)}
+            if endpoint_url:
+                remotes[DEFAULT_REMOTE]["endpointurl"] = endpoint_url
             config.setdefault("core", {})["remote"] = DEFAULT_REMOTE
     name = repo.config["core"].get("remote", DEFAULT_REMOTE)
     url = repo.config["remote"][name]["url"]
@@ -158,3 +178,127 @@ def list_variants(root: Path) -> list[dict[str, Any]]:
         document = yaml.safe_load(pointer.read_text())
         rows.append({"name": pointer.stem, "dataset_hash": document["outs"][0]["md5"], "meta": document.get("meta", {})})
     return rows
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a checkout reference names: the hash, a folder name, and a pointer to start from."""
+
+    dataset_hash: str
+    name: str | None  # folder under data/variants, when known
+    pointer_text: str | None  # a .dvc file's text (from an MLflow artifact), when known
+    how: str  # "variant", "hash" or "mlflow run"
+
+
+def _variant_pointer(root: Path, name: str) -> Path | None:
+    pointer = Path(root) / VARIANTS_DIR / f"{name}.dvc"
+    return pointer if pointer.is_file() else None
+
+
+def resolve_reference(root: Path, reference: str) -> Resolved:
+    """Read ``reference`` as a variant name, a DVC hash, or an MLflow run id, in that order.
+
+    A bare 32-hex string is both a DVC md5 and an MLflow run id: it is a
+    hash if a pointer names it, else a run if the tracking server knows one,
+    else a hash.
+    """
+    pointer = _variant_pointer(root, reference)
+    if pointer is not None:
+        return Resolved(pointer_hash(pointer), reference, None, "variant")
+    if reference.endswith(".dir") and DVC_HASH.match(reference):
+        return Resolved(reference, None, None, "hash")
+    if DVC_HASH.match(reference) and find_pointer(root, reference) is not None:
+        return Resolved(reference, None, None, "hash")
+    run = _find_run(reference)
+    if run is not None:
+        return _resolve_run(run)
+    if DVC_HASH.match(reference):
+        return Resolved(reference, None, None, "hash")
+    raise ValueError(
+        f"{reference!r}: not a variant under {VARIANTS_DIR}, a DVC hash (<md5>.dir) or an MLflow run id "
+        f"known to the tracking server {_tracking_uri()}"
+    )
+
+
+def _tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def _find_run(run_id: str):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if not re.fullmatch(r"[0-9a-zA-Z-]{8,64}", run_id):
+        return None
+    try:
+        return MlflowClient().get_run(run_id)
+    except MlflowException:
+        return None
+
+
+def _run_pointer(client, run_id: str) -> str | None:
+    """The text of the run's ``dvc/*.dvc`` artifact (the version step logs it), if any."""
+    from mlflow.artifacts import download_artifacts
+
+    pointers = [a.path for a in client.list_artifacts(run_id, "dvc") if a.path.endswith(".dvc")]
+    if not pointers:
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        return Path(download_artifacts(run_id=run_id, artifact_path=pointers[0], dst_path=scratch)).read_text()
+
+
+def _resolve_run(run) -> Resolved:
+    """A run's dataset: its pointer artifact, else its ``dataset.hash`` tag or DVC dataset input;
+    a pipeline's parent run answers through its version-dataset child."""
+    from mlflow import MlflowClient
+
+    from bettersynth.tracking import dvc_dataset_inputs
+
+    client = MlflowClient()
+    candidates = [run]
+    if not run.data.tags.get("dataset.hash"):
+        children = client.search_runs(
+            [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'", max_results=1000
+        )
+        candidates += sorted((c for c in children if c.data.tags.get("dataset.hash")), key=lambda c: c.info.start_time)
+    for candidate in candidates:
+        text = _run_pointer(client, candidate.info.run_id)
+        if text is not None:
+            document = yaml.safe_load(text)
+            return Resolved(document["outs"][0]["md5"], Path(document["outs"][0]["path"]).name, text, "mlflow run")
+        tags = candidate.data.tags
+        if tags.get("dataset.hash"):
+            return Resolved(tags["dataset.hash"], tags.get("dataset.variant"), None, "mlflow run")
+        inputs = dvc_dataset_inputs(candidate)
+        if inputs:
+            return Resolved(inputs[0]["dataset_hash"], inputs[0]["name"], None, "mlflow run")
+    raise ValueError(f"MLflow run {run.info.run_id}: no dataset recorded (no dvc/*.dvc artifact, dataset.hash tag or DVC dataset input)")
+
+
+def checkout(root: Path, reference: str, name: str | None = None) -> tuple[Path, Resolved]:
+    """Restore the bytes ``reference`` names (variant, hash or MLflow run id) and verify them.
+
+    Starting from a run's pointer artifact, the pointer is written into
+    ``data/variants`` first, so the lineage ``meta`` comes back with the bytes
+    (the path for pods that could not commit the pointer to git).
+    """
+    root = Path(root).resolve()
+    resolved = resolve_reference(root, reference)
+    if resolved.pointer_text is not None and find_pointer(root, resolved.dataset_hash) is None:
+        target = root / VARIANTS_DIR / f"{name or resolved.name}.dvc"
+        if target.exists():
+            raise ValueError(f"{target}: exists and names {pointer_hash(target)}, not {resolved.dataset_hash}; pass --name")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(resolved.pointer_text)
+    log.info("%s %r resolves to %s", resolved.how, reference, resolved.dataset_hash)
+    return restore_variant(root, resolved.dataset_hash, name or resolved.name), resolved
+
+
+def cache_objects(root: Path) -> list[Path]:
+    """The file objects in the project's DVC cache (directory manifests excluded)."""
+    from dvc.repo import Repo
+
+    cache = Path(Repo(str(root)).cache.local.path)
+    return sorted(p for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".dir"))

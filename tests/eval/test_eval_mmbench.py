@@ -150,8 +150,31 @@ def test_eval_mmbench_submission(tmp_path: Path, mmbench_tsv: Path) -> None:
     assert rows[1] | {"prediction": ""} == {"index": "1000000", "question": "What colour is the circle?",
                                             "A": "blue", "B": "green", "C": "yellow", "D": "red",
                                             "prediction": "", "answer": "D"}
-    with pytest.raises(ValueError, match="path: suffix '.xlsx'"):
-        bench.write_submission(tmp_path / "mmbench.xlsx", predictions)
+    with pytest.raises(ValueError, match="path: suffix '.json'"):
+        bench.write_submission(tmp_path / "mmbench.json", predictions)
+    with pytest.raises(ValueError, match="predictions: 1 unknown question ids"):
+        bench.write_submission(tmp_path / "mmbench.tsv", {"77": "A"})
+
+
+def test_eval_mmbench_submission_xlsx(tmp_path: Path, mmbench_tsv: Path) -> None:
+    openpyxl = pytest.importorskip("openpyxl")
+    bench = MMBench(mmbench_tsv)
+    predictions = {q: f"answer {q}" for q in bench.question_ids()}
+    tsv = bench.write_submission(tmp_path / "mmbench.tsv", predictions)
+    xlsx = bench.write_submission(tmp_path / "mmbench.xlsx", predictions)
+    sheet = openpyxl.load_workbook(xlsx).active
+    cells = [["" if v is None else str(v) for v in row] for row in sheet.iter_rows(values_only=True)]
+    with tsv.open(newline="") as handle:
+        assert cells == list(csv.reader(handle, delimiter="\t"))
+    assert sheet.cell(row=2, column=1).value == 0  # the index stays a number, as pandas writes it
+
+
+def test_eval_mmbench_submission_test_split_has_no_answer_column(tmp_path: Path, mmbench_rows) -> None:
+    for row in mmbench_rows:
+        row["answer"] = ""
+    bench = MMBench(write_tsv(tmp_path / "test.tsv", mmbench_rows))
+    path = bench.write_submission(tmp_path / "sub.tsv", {})
+    assert path.read_text().splitlines()[0].split("\t") == ["index", "question", "A", "B", "C", "D", "prediction"]
 
 
 def test_eval_mmbench_large_image_cell(tmp_path: Path, mmbench_rows) -> None:

@@ -1,4 +1,4 @@
-"""``bettersynth data``: dataset variants under DVC (checkout by hash, lineage log)."""
+"""``bettersynth data``: dataset variants under DVC (checkout, lineage log) and the ``dvc repro`` stages."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ from pathlib import Path
 
 
 def checkout(args: argparse.Namespace) -> int:
-    from bettersynth.versioning import restore_variant
+    import mlflow
 
-    path = restore_variant(Path(args.workspace), args.dataset_hash, args.name)
-    print(f"restored {args.dataset_hash} into {path}")
+    from bettersynth.tracking import cli_tracking_uri
+    from bettersynth.versioning import checkout as restore
+
+    mlflow.set_tracking_uri(cli_tracking_uri(Path(args.workspace), args.tracking_uri))
+    path, resolved = restore(Path(args.workspace), args.reference, args.name)
+    print(f"restored {resolved.dataset_hash} ({resolved.how} {args.reference}) into {path}")
     return 0
 
 
@@ -22,13 +26,60 @@ def history(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo(args: argparse.Namespace) -> int:
+    """Stage ``demo`` of dvc.yaml: the demo world and the tiny models the recipes name."""
+    import yaml
+
+    from bettersynth.demo.world import WorldConfig
+    from bettersynth.quickstart import prepare_inputs
+
+    settings = yaml.safe_load(Path(args.params).read_text()) or {}
+    try:
+        world = WorldConfig(**settings.get("demo", {}).get("world", {}))
+    except TypeError as exc:
+        raise ValueError(f"{args.params}: demo.world: {exc}") from None
+    prepare_inputs(Path(args.out), world)
+    print(f"demo world and tiny models under {args.out}")
+    return 0
+
+
+def apply(args: argparse.Namespace) -> int:
+    """Stages ``filter`` / ``caption`` of dvc.yaml: the pipeline's operator code, without MLflow."""
+    from bettersynth.ops.runner import run_recipe
+    from bettersynth.recipe import Recipe
+    from bettersynth.steps.process import seeded_fraction
+
+    source = Path(args.input)
+    select = seeded_fraction(args.fraction, args.seed) if args.fraction < 1.0 else None
+    report = run_recipe(
+        Recipe.load(args.recipe), source / "samples.jsonl", source, Path(args.out),
+        model_root=Path(args.model_root), batch_size=args.batch_size, select=select,
+    )
+    print(f"{args.recipe}: {report.n_in} in, {report.kept} kept, {report.filtered} filtered, {report.rejected} rejected")
+    return 0
+
+
 def register(subparsers) -> None:
     data = subparsers.add_parser("data", help="dataset variants under DVC").add_subparsers(dest="data_command", required=True)
-    parser = data.add_parser("checkout", help="restore a variant's exact bytes by DVC hash")
-    parser.add_argument("dataset_hash")
+    parser = data.add_parser("checkout", help="restore a variant's exact bytes by variant name, DVC hash or MLflow run id")
+    parser.add_argument("reference", help="variant name, DVC hash (<md5>.dir) or MLflow run id")
     parser.add_argument("--name", help="folder name under data/variants when no pointer exists")
-    parser.add_argument("--workspace", default=".")
+    parser.add_argument("--workspace", default=".", help="the DVC project")
+    parser.add_argument("--tracking-uri", help="MLflow store for run ids (default: $MLFLOW_TRACKING_URI, else <workspace>/mlflow.db)")
     parser.set_defaults(run=checkout)
     parser = data.add_parser("log", help="list variants and their lineage")
     parser.add_argument("--workspace", default=".")
     parser.set_defaults(run=history)
+    parser = data.add_parser("demo", help="(dvc repro stage) build the demo world and tiny models")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", required=True)
+    parser.set_defaults(run=demo)
+    parser = data.add_parser("apply", help="(dvc repro stage) run a recipe over a folder, as the pipeline's data steps do")
+    parser.add_argument("--recipe", required=True)
+    parser.add_argument("--input", required=True, help="folder with samples.jsonl and its images")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--model-root", required=True)
+    parser.add_argument("--fraction", type=float, default=1.0, help="share of samples mappers touch (seeded)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.set_defaults(run=apply)

@@ -17,7 +17,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["quickstart", "compile", "data"]
+COMMANDS = ["quickstart", "compile", "data", "compare"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,11 +13,14 @@ from bettersynth.eval.benchmark import BENCHMARKS, Benchmark, EvalItem, EvalResu
 from bettersynth.eval.choice import extract_choice
 from bettersynth.eval.mmbench import MMBench
 from bettersynth.eval.normalize import normalize_answer
+from bettersynth.eval.shard import shard_question_ids
 from bettersynth.eval.textvqa import TextVQA, vqa_accuracy
 
 __all__ = [
-    "BENCHMARKS", "Benchmark", "EvalItem", "EvalResult", "MMBench", "TextVQA", "evaluate",
-    "extract_choice", "generate_answers", "merge_results", "normalize_answer", "vqa_accuracy",
+    "BENCHMARKS", "Benchmark", "CaptionLoss", "EvalItem", "EvalResult", "MMBench", "TextVQA",
+    "evaluate", "heldout_caption_loss", "load_caption_records",
+    "extract_choice", "generate_answers", "merge_results", "normalize_answer", "shard_question_ids",
+    "vqa_accuracy",
 ]
 
 
@@ -27,4 +30,8 @@ def __getattr__(name: str):
         from bettersynth.eval import generate
 
         return getattr(generate, name)
+    if name in ("CaptionLoss", "heldout_caption_loss", "load_caption_records"):
+        import importlib
+
+        return getattr(importlib.import_module("bettersynth.eval.caption_loss"), name)
     raise AttributeError(name)

@@ -20,7 +20,7 @@ from collections import Counter
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterable, Union
+from typing import ClassVar, Collection, Iterable, Union
 
 from PIL import Image
 
@@ -60,6 +60,31 @@ class EvalResult:
                 writer.writerows(rows)
         return out
 
+    @classmethod
+    def read(cls, result_dir: str | Path, benchmark: str | None = None) -> "EvalResult":
+        """Load what ``write`` wrote; the benchmark name defaults to the folder name.
+
+        Metrics and tables are rebuilt from the records, so a result read back
+        scores exactly as the one written.
+        """
+        folder = Path(result_dir)
+        name = benchmark or folder.name
+        path = folder / "predictions.jsonl"
+        if not path.is_file():
+            raise ValueError(f"{folder}: no predictions.jsonl (not an eval result folder)")
+        records = []
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
+                if not isinstance(record, dict) or "question_id" not in record:
+                    raise ValueError(f"{path}:{number}: missing field 'question_id'")
+                records.append(record)
+        metrics, tables = BENCHMARKS.get(name).aggregate(records)
+        return cls(name, metrics, records, tables)
+
 
 def percent_mean(values: Iterable[float]) -> float:
     """Mean in percent; ``fsum`` keeps it independent of record order (shards)."""
@@ -73,8 +98,8 @@ class Benchmark(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def items(self) -> list[EvalItem]:
-        """Questions in a fixed order (shards are contiguous chunks of it)."""
+    def items(self, question_ids: Collection[str] | None = None) -> list[EvalItem]:
+        """Questions in ``question_ids()`` order; only the given ids when ``question_ids`` is set."""
 
     @abstractmethod
     def score_one(self, question_id: str, output: str) -> dict:
@@ -88,6 +113,10 @@ class Benchmark(ABC):
     @abstractmethod
     def question_ids(self) -> list[str]:
         """Ids of all questions, in ``items()`` order, without decoding images."""
+
+    def group_key(self, question_id: str) -> str:
+        """Questions with one key are scored together and never split across shards."""
+        return question_id
 
     def score(self, predictions: dict[str, str], allow_missing: bool = False) -> EvalResult:
         """Grade raw model outputs keyed by question id.
@@ -110,8 +139,13 @@ class Benchmark(ABC):
 BENCHMARKS: Registry[type[Benchmark]] = Registry("benchmark", base=Benchmark)
 
 
-def merge_results(parts: list[EvalResult]) -> EvalResult:
-    """Merge shard results by re-aggregating their records."""
+def merge_results(parts: list[EvalResult], order: list[str] | None = None) -> EvalResult:
+    """Merge shard results by re-aggregating their records.
+
+    With ``order`` (the benchmark's ``question_ids()``), records come back in
+    that order and every id must be present once: the merge of a complete set
+    of shards is then record for record the unsharded result.
+    """
     if not parts:
         raise ValueError("parts: nothing to merge")
     names = {part.benchmark for part in parts}
@@ -122,6 +156,15 @@ def merge_results(parts: list[EvalResult]) -> EvalResult:
     dupes = sorted(q for q, n in counts.items() if n > 1)
     if dupes:
         raise ValueError(f"parts: question ids scored twice, e.g. {dupes[:3]}")
+    if order is not None:
+        position = {q: n for n, q in enumerate(order)}
+        unknown = sorted(set(counts) - set(position))
+        if unknown:
+            raise ValueError(f"parts: {len(unknown)} question ids not in the benchmark, e.g. {unknown[:3]}")
+        missing = [q for q in order if q not in counts]
+        if missing:
+            raise ValueError(f"parts: {len(missing)} questions in no shard, e.g. {missing[:3]}")
+        records.sort(key=lambda record: position[record["question_id"]])
     name = names.pop()
     metrics, tables = BENCHMARKS.get(name).aggregate(records)
     return EvalResult(name, metrics, records, tables)

@@ -21,6 +21,7 @@ from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from bettersynth.eval.benchmark import Benchmark, EvalItem, EvalResult
+from bettersynth.eval.shard import shard_question_ids
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,15 @@ def generate_answers(model_dir: str | Path, items: Sequence[EvalItem], batch_siz
 
 
 def evaluate(model_dir: str | Path, benchmark: Benchmark, batch_size: int = 8,
-             max_new_tokens: int = 16, device: str | torch.device | None = None) -> EvalResult:
-    """Generate for every item of ``benchmark`` and score the outputs."""
-    predictions = generate_answers(model_dir, benchmark.items(), batch_size, max_new_tokens, device)
-    return benchmark.score(predictions)
+             max_new_tokens: int = 16, device: str | torch.device | None = None,
+             shard_index: int = 0, num_shards: int = 1) -> EvalResult:
+    """Generate for the items of ``benchmark`` (one shard of them) and score the outputs.
+
+    Shards of one benchmark merge with ``merge_results`` to the unsharded result.
+    """
+    if num_shards == 1 and shard_index == 0:
+        items = benchmark.items()
+    else:
+        items = benchmark.items(shard_question_ids(benchmark, shard_index, num_shards))
+    predictions = generate_answers(model_dir, items, batch_size, max_new_tokens, device) if items else {}
+    return benchmark.score(predictions, allow_missing=num_shards > 1)

@@ -20,6 +20,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Collection
 
 from PIL import Image
 
@@ -156,9 +157,14 @@ class MMBench(Benchmark):
     def question_ids(self) -> list[str]:
         return [str(row.index) for row in self.rows]
 
-    def items(self) -> list[EvalItem]:
+    def group_key(self, question_id: str) -> str:
+        return str(self._by_id[question_id].group)
+
+    def items(self, question_ids: Collection[str] | None = None) -> list[EvalItem]:
+        wanted = None if question_ids is None else set(question_ids)
         return [EvalItem(str(row.index), Image.open(io.BytesIO(row.image)).convert("RGB"),
-                         build_prompt(row.question, row.options, row.hint)) for row in self.rows]
+                         build_prompt(row.question, row.options, row.hint))
+                for row in self.rows if wanted is None or str(row.index) in wanted]
 
     def score_one(self, question_id: str, output: str) -> dict:
         row = self._by_id[question_id]
@@ -182,23 +188,45 @@ class MMBench(Benchmark):
         return metrics, tables
 
     def write_submission(self, path: str | Path, predictions: dict[str, str]) -> Path:
-        """Rows in the server's layout (index, question, A-D, prediction, answer).
+        """The file the MMBench server takes: ``.xlsx`` (needs openpyxl), or ``.tsv``/``.csv``.
 
-        The server takes .xlsx; openpyxl is not a dependency, so this writes
-        .tsv/.csv with the same columns for a one-line conversion.
+        Columns as LLaVA's ``convert_mmbench_for_submission.py`` leaves them:
+        index, question, A-D, prediction (the raw reply), answer (dev splits only).
         """
         path = Path(path)
-        delimiter = {".tsv": "\t", ".csv": ","}.get(path.suffix)
-        if delimiter is None:
-            raise ValueError(f"path: suffix {path.suffix!r} not supported, use .tsv or .csv")
+        if path.suffix not in (".xlsx", ".tsv", ".csv"):
+            raise ValueError(f"path: suffix {path.suffix!r} not supported, use .xlsx, .tsv or .csv")
+        unknown = sorted(set(predictions) - set(self._by_id))
+        if unknown:
+            raise ValueError(f"predictions: {len(unknown)} unknown question ids, e.g. {unknown[:3]}")
+        with_answer = any(row.answer is not None for row in self.rows)
+        header = ["index", "question", *LETTERS, "prediction", *(["answer"] if with_answer else [])]
+        table = [[row.index, row.question, *(row.options.get(x, "") for x in LETTERS),
+                  predictions.get(str(row.index), ""), *([row.answer or ""] if with_answer else [])]
+                 for row in self.rows]
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".xlsx":
+            _write_xlsx(path, header, table)
+            return path
         with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, delimiter=delimiter)
-            writer.writerow(["index", "question", *LETTERS, "prediction", "answer"])
-            for row in self.rows:
-                writer.writerow([row.index, row.question, *(row.options.get(x, "") for x in LETTERS),
-                                 predictions.get(str(row.index), ""), row.answer or ""])
+            writer = csv.writer(handle, delimiter="\t" if path.suffix == ".tsv" else ",")
+            writer.writerow(header)
+            writer.writerows(table)
         return path
+
+
+def _write_xlsx(path: Path, header: list[str], table: list[list]) -> None:
+    try:
+        from openpyxl import Workbook
+    except ImportError:
+        raise ValueError(f"{path.name}: writing .xlsx needs the openpyxl package; use .tsv instead") from None
+    book = Workbook()
+    sheet = book.active
+    sheet.append(header)
+    for row in table:
+        # Empty cells stay empty, as pandas writes NaN; everything else verbatim.
+        sheet.append([None if value == "" else value for value in row])
+    book.save(path)
 
 
 def _split(records: list[dict], key: str) -> dict[str, list[dict]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Collection
 
 from bettersynth.eval.benchmark import BENCHMARKS, Benchmark, EvalItem, percent_mean
 from bettersynth.eval.normalize import normalize_answer
@@ -171,18 +172,33 @@ class TextVQA(Benchmark):
     def prompt(self, question: TextVQAQuestion) -> str:
         return build_prompt(question.question, question.ocr_tokens, self.use_ocr)
 
-    def items(self) -> list[EvalItem]:
+    def items(self, question_ids: Collection[str] | None = None) -> list[EvalItem]:
+        wanted = None if question_ids is None else set(question_ids)
         return [EvalItem(q.question_id, self.image_dir / q.image_file, self.prompt(q))
-                for q in self.questions]
+                for q in self.questions if wanted is None or q.question_id in wanted]
 
     def score_one(self, question_id: str, output: str) -> dict:
         question = self._by_id[question_id]
         return {"question_id": question_id, "prompt": self.prompt(question), "output": output,
                 "answer": normalize_answer(output), "score": vqa_accuracy(output, question.answers),
-                "gt_answers": list(question.answers)}
+                "gt_answers": list(question.answers), "image": question.image_file,
+                "question": question.question, "ocr_tokens": list(question.ocr_tokens),
+                "use_ocr": self.use_ocr, "answer_in_ocr": answer_in_ocr(question)}
 
     @classmethod
     def aggregate(cls, records: list[dict]) -> tuple[dict[str, float], dict[str, list[dict]]]:
         if not records:
             return {}, {}
-        return {"textvqa_accuracy": percent_mean(r["score"] for r in records)}, {}
+        # Why a number is what it is: how much of it sits on questions the OCR tokens can answer.
+        split: dict[str, list[float]] = {}
+        for record in records:
+            split.setdefault(str(record.get("answer_in_ocr", "unknown")).lower(), []).append(record["score"])
+        table = [{"answer_in_ocr": key, "questions": len(scores), "accuracy": percent_mean(scores)}
+                 for key, scores in sorted(split.items())]
+        return {"textvqa_accuracy": percent_mean(r["score"] for r in records)}, {"textvqa_ocr": table}
+
+
+def answer_in_ocr(question: TextVQAQuestion) -> bool:
+    """Whether a ground-truth answer worth full credit is one of the OCR tokens (normalised)."""
+    tokens = {normalize_answer(token) for token in question.ocr_tokens}
+    return any(score == 1.0 and answer in tokens for answer, score in answer_scores(question.answers).items())

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
 
+from bettersynth.ops import OPERATORS
+from bettersynth.ops.base import Filter
 from bettersynth.ops.runner import run_recipe
 from bettersynth.recipe import Recipe
+from bettersynth.sample_sheet import write_step_pictures
 from bettersynth.tracking import step_run
+
+PER_OP_COUNTS = ("in", "kept", "filtered", "rejected", "added")  # logged as op/<count>, step = position in the recipe
 
 
 def seeded_fraction(fraction: float, seed: int):
@@ -28,6 +34,31 @@ def seeded_fraction(fraction: float, seed: int):
         return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
     return select
+
+
+def filter_stat_keys(recipe: Recipe) -> list[str]:
+    """The stats the recipe's filters score, in recipe order (what the histograms show)."""
+    keys = []
+    for spec in recipe.ops:
+        op_cls = OPERATORS.get(spec.name)
+        if issubclass(op_cls, Filter) and op_cls.stat_key not in keys:
+            keys.append(op_cls.stat_key)
+    return keys
+
+
+def log_step_report(recipe: Recipe, input_dir: Path, out_dir: Path, summary: dict) -> None:
+    """Counts as metrics (per op with the op's position as step), pictures and accounting as artifacts."""
+    mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    for counts in summary.get("per_op", []):
+        for name in PER_OP_COUNTS:
+            mlflow.log_metric(f"op/{name}", counts[name], step=counts["step"])
+    for name in ("report.json", "outcomes.jsonl", "rejected.jsonl"):
+        if (Path(out_dir) / name).exists():
+            mlflow.log_artifact(str(Path(out_dir) / name), artifact_path="accounting")
+    with tempfile.TemporaryDirectory() as scratch:
+        title = f"{recipe.name or 'recipe'} ({recipe.hash()[:12]})"
+        write_step_pictures(Path(input_dir), Path(out_dir), filter_stat_keys(recipe), Path(scratch), title=title)
+        mlflow.log_artifacts(scratch, artifact_path="sheets")
 
 
 def process_dataset(
@@ -60,10 +91,7 @@ def process_dataset(
             select=select,
         )
         summary = asdict(report)
-        mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-        for name in ("report.json", "outcomes.jsonl", "rejected.jsonl"):
-            if (Path(out_dir) / name).exists():
-                mlflow.log_artifact(str(Path(out_dir) / name), artifact_path="accounting")
+        log_step_report(recipe, Path(input_dir), Path(out_dir), summary)
         mlflow.log_text(Path(recipe_path).read_text(), "recipe.yaml")
         summary["recipe_hash"] = recipe.hash()
         summary["mlflow_run_id"] = mlflow.active_run().info.run_id

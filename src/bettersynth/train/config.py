@@ -50,6 +50,8 @@ class StageConfig(BaseModel):
     dtype: Literal["auto", "fp32", "bf16"] = "auto"  # compute dtype; auto = bf16 on CUDA, fp32 on CPU
     world_size: int = Field(1, gt=0)  # data-parallel processes (1 unless distributed)
     num_workers: int = Field(0, ge=0)  # image-loading processes; 0 loads in the training process
+    checkpoint_every: int | None = Field(None, gt=0)  # save a resumable checkpoint every N optimizer steps
+    keep_checkpoints: int = Field(1, gt=0)  # newest checkpoints kept on disk (older ones are deleted)
 
     @model_validator(mode="before")
     @classmethod

@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from bettersynth.train.checkpoint import STATE_FILE as CKPT_STATE_FILE
+from bettersynth.train.checkpoint import TrainerState, check_resumable, latest_checkpoint, load_checkpoint, save_checkpoint
 from bettersynth.train.config import StageConfig, resolve_dtype
 from bettersynth.train.data import IGNORE_INDEX, LlavaCollator, LlavaDataset
 from bettersynth.train.freeze import freeze_for_stage
@@ -51,6 +53,7 @@ class TrainResult:
     trainable_params: int = 0
     total_params: int = 0
     samples_seen: int = 0  # examples consumed, all epochs together
+    completed: bool = True  # False when paused by stop_after_step (resume from the checkpoint)
 
 
 def plan_steps(n_samples: int, config: StageConfig) -> list[list[list[int]]]:
@@ -79,6 +82,8 @@ def train_stage(
     config: StageConfig,
     out_dir: Path,
     on_step: StepCallback | None = None,
+    checkpoint_dir: Path | None = None,
+    stop_after_step: int | None = None,
 ) -> TrainResult:
     """Train ``config.stage`` from ``model_dir`` on LLaVA ``records``; save to ``out_dir``.
 
@@ -86,11 +91,19 @@ def train_stage(
     counts from 1) with ``loss``, ``lr``, ``grad_norm`` (before clipping),
     ``samples_per_s`` and ``tokens_per_s`` (non-pad tokens, image tokens
     included); the caller decides where they go (MLflow, a progress bar).
+
+    With ``checkpoint_dir``, a checkpoint is saved every
+    ``config.checkpoint_every`` steps and the run resumes from the newest one
+    found there. ``stop_after_step`` pauses the run after that step: it saves a
+    checkpoint (``checkpoint_dir`` required) and returns with
+    ``completed=False`` and nothing in ``out_dir``; calling again resumes it.
     """
     if config.world_size != 1:
         raise NotImplementedError(f"world_size {config.world_size}: distributed training is not wired yet")
     if not records:
         raise ValueError("records is empty: nothing to train on")
+    if stop_after_step is not None and checkpoint_dir is None:
+        raise ValueError("stop_after_step needs a checkpoint_dir to resume from")
 
     # -- setup ---------------------------------------------------------------
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -107,16 +120,27 @@ def train_stage(
         records, image_root, processor, STAGE_TEMPLATE[config.stage], config.max_length, config.image_aspect_ratio
     )
     plan = plan_steps(len(dataset), config)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=[micro for step in plan for micro in step],
-        collate_fn=LlavaCollator(processor.tokenizer.pad_token_id, padding_side="right"),
-        num_workers=config.num_workers,
-    )
-    micro_batches = iter(loader)
     schedule = SCHEDULES.get(config.lr_schedule)
     total_steps = len(plan)
     warmup_steps = warmup_steps_for(total_steps, config.warmup_ratio)
+    state = TrainerState(0, total_steps, warmup_steps, [], 0, config.model_dump())
+    resume_from = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume_from is not None:
+        check_resumable(resume_from, state.config, total_steps)
+        start = TrainerState(**json.loads((resume_from / CKPT_STATE_FILE).read_text(encoding="utf-8"))).step
+    else:
+        start = 0
+    # The data position is the step index into the plan: the loader starts at the first step not yet taken.
+    loader = DataLoader(
+        dataset,
+        batch_sampler=[micro for step in plan[start:] for micro in step],
+        collate_fn=LlavaCollator(processor.tokenizer.pad_token_id, padding_side="right"),
+        num_workers=config.num_workers,
+    )
+    micro_batches = iter(loader)  # before restoring RNG: worker seeding draws from it in every run alike
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model, optimizer)
+        logger.info("resuming %s at step %d/%d from %s", config.stage, state.step, total_steps, resume_from)
     logger.info(
         "stage %s: %d samples, %d steps (%d warmup), accumulation %d, trainable %d / %d params, %s on %s",
         config.stage, len(dataset), total_steps, warmup_steps, config.gradient_accumulation_steps,
@@ -124,9 +148,10 @@ def train_stage(
     )
 
     # -- loop ----------------------------------------------------------------
-    result = TrainResult(Path(out_dir), 0, [], counts.trainable, counts.total, 0)
+    result = TrainResult(Path(out_dir), state.step, state.losses, counts.trainable, counts.total, state.samples_seen)
     model.train()
-    for step, micro_indices in enumerate(plan):
+    for step in range(state.step, total_steps):
+        micro_indices = plan[step]
         started = time.perf_counter()
         lr = schedule(step, total_steps, warmup_steps, config.learning_rate)
         for group in optimizer.param_groups:
@@ -157,6 +182,10 @@ def train_stage(
         loss = loss_sum / max(1, n_label_tokens)
         result.steps, result.samples_seen = step + 1, result.samples_seen + n_samples
         result.losses.append(loss)
+        pause = step + 1 == stop_after_step and step + 1 < total_steps
+        if checkpoint_dir is not None and (pause or _checkpoint_due(step + 1, total_steps, config)):
+            state.step, state.losses, state.samples_seen = result.steps, result.losses, result.samples_seen
+            save_checkpoint(checkpoint_dir, state, model, optimizer, keep=config.keep_checkpoints)
         _report(step + 1, total_steps, {
             "loss": loss,
             "lr": lr,
@@ -164,10 +193,18 @@ def train_stage(
             "samples_per_s": n_samples / elapsed,
             "tokens_per_s": n_tokens / elapsed,
         }, on_step)
+        if pause:
+            result.completed = False
+            return result
 
     # -- save ----------------------------------------------------------------
     _save(model, processor, config, result)
     return result
+
+
+def _checkpoint_due(step: int, total_steps: int, config: StageConfig) -> bool:
+    """Every ``checkpoint_every`` steps, but not after the last one (the saved model is the result)."""
+    return config.checkpoint_every is not None and step % config.checkpoint_every == 0 and step < total_steps
 
 
 def _summed_token_loss(

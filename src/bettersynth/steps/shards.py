@@ -1,0 +1,269 @@
+"""Sharding for the production pipeline: plan shards, cut one, merge the processed shards back.
+
+Why: scoring and captioning 500k samples on one GPU takes hours; cut into
+contiguous blocks of lines, each block runs on its own GPU pod and the merge
+puts the kept samples back in source order, so a sharded run writes the same
+variant as an unsharded one. Blocks are cut on raw lines, not parsed samples:
+a broken line travels to its shard and is rejected (and accounted for) by the
+filter there, exactly as in a whole run.
+
+The plan carries a fingerprint of the input bytes and of the recipes, and
+travels as the ParallelFor items; KFP puts parameter values into its cache
+keys, so a cached shard is reused only for the same data and op config.
+
+Example::
+
+    plan = plan_shards(Path("/mnt/data/seed"), 8, [Path("filter.yaml"), Path("caption.yaml")])
+    cut_shard(Path("/mnt/data/seed"), plan[3], Path("shard-3"))
+    merge_shards([Path("caption-0"), ...], Path("/mnt/data/seed"), Path("merged"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from bettersynth.data.images import ImageError, normalise_rel, resolve_image
+from bettersynth.data.jsonl import write_jsonl
+from bettersynth.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+SAMPLES = "samples.jsonl"
+FingerprintMode = Literal["content", "stat"]  # hash image bytes, or only their names, sizes and mtimes (huge sets)
+REPORT_COUNTS = ("n_in", "kept", "kept_from_input", "filtered", "rejected", "added", "added_kept")
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """Non-empty raw lines, as the jsonl reader counts them."""
+    with path.open("rb") as handle:
+        for raw in handle:
+            if raw.strip():
+                yield raw if raw.endswith(b"\n") else raw + b"\n"
+
+
+def _image_paths(raw: bytes) -> list[str]:
+    """The image paths a line names, or none when it is not a well-formed sample (the filter rejects it)."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return []
+    images = record.get("images") if isinstance(record, dict) else None
+    return [p for p in images if isinstance(p, str)] if isinstance(images, list) else []
+
+
+def fingerprint(dataset_dir: Path, recipes: list[Path], mode: FingerprintMode = "content") -> tuple[str, str]:
+    """(data hash, config hash): sha256 over the jsonl and the images it names; over the recipes' normalised ops."""
+    dataset_dir = Path(dataset_dir)
+    data = hashlib.sha256()
+    seen: set[str] = set()
+    for raw in _lines(dataset_dir / SAMPLES):
+        data.update(raw)
+        for rel in _image_paths(raw):
+            if rel in seen:
+                continue
+            seen.add(rel)
+            try:
+                path = resolve_image(dataset_dir, rel)
+            except ImageError:
+                continue  # the filter rejects the sample; the line itself is in the hash
+            data.update(rel.encode("utf-8") + b"\0")
+            if not path.is_file():
+                data.update(b"missing\0")
+            elif mode == "stat":
+                stat = path.stat()
+                data.update(f"{stat.st_size}:{stat.st_mtime_ns}\0".encode())
+            else:
+                with path.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        data.update(block)
+    config = hashlib.sha256("\n".join(Recipe.load(r).hash() for r in recipes).encode("ascii"))
+    return data.hexdigest(), config.hexdigest()
+
+
+def plan_shards(dataset_dir: Path, num_shards: int, recipes: list[Path], mode: FingerprintMode = "content") -> list[dict[str, Any]]:
+    """Contiguous blocks of lines, one dict per shard: index, start, stop, data_hash, config_hash.
+
+    Fewer shards than asked when there are fewer lines; at least one (maybe empty).
+    """
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    dataset_dir = Path(dataset_dir)
+    if not (dataset_dir / SAMPLES).is_file():
+        raise ValueError(f"{dataset_dir / SAMPLES}: no such file (the dataset must be a folder with {SAMPLES})")
+    n_lines = sum(1 for _ in _lines(dataset_dir / SAMPLES))
+    count = max(1, min(num_shards, n_lines))
+    data_hash, config_hash = fingerprint(dataset_dir, recipes, mode)
+    bounds = [n_lines * i // count for i in range(count + 1)]
+    plan = [
+        {"index": i, "start": bounds[i], "stop": bounds[i + 1], "data_hash": data_hash, "config_hash": config_hash}
+        for i in range(count)
+    ]
+    log.info("%s: %d lines in %d shards, data %s, config %s", dataset_dir, n_lines, count, data_hash[:12], config_hash[:12])
+    return plan
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        return
+    try:
+        os.link(source, target)
+    except OSError:  # other filesystem, or links not allowed
+        shutil.copy2(source, target)
+
+
+def cut_shard(dataset_dir: Path, shard: dict[str, Any], out_dir: Path) -> int:
+    """Write lines ``[start, stop)`` and the images they name (same relative paths) to ``out_dir``; returns the line count.
+
+    Images that are missing or escape the dataset folder are not copied: the
+    filter rejects their samples with the reason, as it would unsharded.
+    """
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    shard = {**shard, **{key: _integer(shard, key) for key in ("index", "start", "stop")}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start, stop = shard["start"], shard["stop"]
+    lines = []
+    for number, raw in enumerate(_lines(dataset_dir / SAMPLES)):
+        if number >= stop:
+            break
+        if number >= start:
+            lines.append(raw)
+    for raw in lines:
+        for rel in _image_paths(raw):
+            try:
+                source = resolve_image(dataset_dir, rel)
+            except ImageError:
+                continue
+            if source.is_file():
+                _link(source, out_dir / normalise_rel(rel))
+    tmp = out_dir / (SAMPLES + ".partial")
+    tmp.write_bytes(b"".join(lines))
+    os.replace(tmp, out_dir / SAMPLES)
+    (out_dir / "shard.json").write_text(json.dumps(shard, indent=2) + "\n", encoding="utf-8")
+    return len(lines)
+
+
+def _integer(shard: dict[str, Any], key: str) -> int:
+    """An integer field of a shard spec; KFP passes JSON numbers through as floats (2.0)."""
+    value = shard.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 0:
+        raise ValueError(f"shard spec: {key!r} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _source_positions(dataset_dir: Path) -> dict[str, int]:
+    positions: dict[str, int] = {}
+    for number, raw in enumerate(_lines(Path(dataset_dir) / SAMPLES)):
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and "id" in record:
+            positions.setdefault(str(record["id"]), number)
+    return positions
+
+
+def merge_shards(shard_dirs: list[Path], source_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Merge processed shards (each a ``run_recipe`` output folder) into one, in source order.
+
+    Shards are ordered by the earliest source line among the ids they
+    account for, so the merge does not depend on the order KFP collects them.
+    Counts are summed and checked; returns the merged report.
+    """
+    out_dir = Path(out_dir)
+    positions = _source_positions(source_dir)
+
+    def first_position(shard: Path) -> int:
+        ids = (r.get("source_id", r.get("id")) for r in _read_records(shard / "outcomes.jsonl"))
+        return min((positions[i] for i in ids if i in positions), default=len(positions))
+
+    ordered = sorted((Path(s) for s in shard_dirs), key=first_position)
+    samples: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    totals = dict.fromkeys(REPORT_COUNTS, 0)
+    per_op: dict[int, dict[str, Any]] = {}
+    recipe_hashes = set()
+    seen_ids: set[str] = set()
+    for shard in ordered:
+        report_path = shard / "report.json"
+        if not report_path.is_file():
+            raise ValueError(f"{report_path}: missing; a shard must be the output folder of a filter or caption step")
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        for key in REPORT_COUNTS:
+            totals[key] += int(report[key])
+        for op in report.get("per_op", []):
+            merged = per_op.setdefault(op["step"], {"step": op["step"], "op": op["op"]})
+            for key, value in op.items():
+                if key not in ("step", "op"):
+                    merged[key] = merged.get(key, 0) + value
+        recipe_hashes.add(report.get("recipe_hash", ""))
+        shard_samples = _read_records(shard / SAMPLES)
+        shard_outcomes = _read_records(shard / "outcomes.jsonl")
+        shard_rejected = _read_records(shard / "rejected.jsonl")
+        _reject_cross_shard_duplicates(shard, seen_ids, shard_samples, shard_outcomes, shard_rejected, totals)
+        for record in shard_samples:
+            for rel in record.get("images", []):
+                _link(resolve_image(shard, rel), out_dir / normalise_rel(rel))
+        samples += shard_samples
+        outcomes += shard_outcomes
+        rejected += shard_rejected
+    if len(recipe_hashes) > 1:
+        raise ValueError(f"shards were processed with different recipes: {sorted(recipe_hashes)}")
+    if totals["kept"] != len(samples):
+        raise RuntimeError(f"accounting error: shard reports keep {totals['kept']} samples, their files hold {len(samples)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / SAMPLES, samples)
+    write_jsonl(out_dir / "outcomes.jsonl", outcomes)
+    write_jsonl(out_dir / "rejected.jsonl", rejected)
+    merged = {**totals, "per_op": [per_op[k] for k in sorted(per_op)], "recipe_hash": recipe_hashes.pop() if recipe_hashes else "",
+              "shards": len(ordered)}
+    (out_dir / "report.json").write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+    return merged
+
+
+def _reject_cross_shard_duplicates(
+    shard: Path, seen: set[str], samples: list[dict], outcomes: list[dict], rejected: list[dict], totals: dict[str, int]
+) -> None:
+    """Reject input samples whose id an earlier shard already had, as an unsharded read would.
+
+    Edits the shard's records and the running totals in place; samples a
+    mapper created from such a duplicate are dropped with it.
+    """
+    duplicates = set()
+    for record in outcomes:
+        if "source_id" in record or "line" in record or record.get("id") is None:
+            continue  # created samples, and lines the reader already rejected
+        if record["id"] in seen:
+            duplicates.add(record["id"])
+            status = record["status"]
+            totals["kept_from_input" if status == "kept" else status] -= 1
+            totals["rejected"] += 1
+            error = f"{shard.name}: duplicate id {record['id']!r} (also in an earlier shard)"
+            record.update(status="rejected", op="reader", error=error)
+            rejected.append({"id": record["id"], "op": "reader", "error": error})
+        else:
+            seen.add(record["id"])
+    if not duplicates:
+        return
+    children = [r for r in outcomes if r.get("source_id") in duplicates]
+    totals["added"] -= len(children)
+    outcomes[:] = [r for r in outcomes if r.get("source_id") not in duplicates]
+    child_ids = {r["id"] for r in children}
+    before = len(samples)
+    kept_children = sum(1 for s in samples if s["id"] in child_ids)
+    samples[:] = [s for s in samples if s["id"] not in duplicates and s["id"] not in child_ids]
+    totals["added_kept"] -= kept_children
+    totals["kept"] -= before - len(samples)
