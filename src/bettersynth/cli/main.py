@@ -17,7 +17,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["quickstart", "compile", "data", "compare"]
+COMMANDS = ["quickstart", "compile", "data", "compare", "algebra"]
 
 
 def build_parser() -> argparse.ArgumentParser:
