@@ -42,6 +42,9 @@ class Sample:
         images = record.get("images", [])
         if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
             raise SampleError(f"{prefix}sample {sample_id!r}: 'images' must be a list of paths")
+        for key in ("meta", STATS_KEY):
+            if record.get(key) is not None and not isinstance(record[key], dict):
+                raise SampleError(f"{prefix}sample {sample_id!r}: {key!r} must be an object")
         sample = cls(
             id=sample_id,
             text=text,
