@@ -46,11 +46,15 @@ def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 1000) -> CLIPTo
     )
     scratch._tokenizer.train_from_iterator(texts, trainer)
     model = json.loads(scratch._tokenizer.to_str())["model"]
-    vocab: dict[str, int] = dict(model["vocab"])
-    for char in sorted(alphabet):  # every byte can end a word, seen in training or not
-        vocab.setdefault(char + "</w>", len(vocab))
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return CLIPTokenizer(vocab=vocab, merges=merges)
+    # The trainer numbers its alphabet in hash order; renumber so the same texts
+    # always give the same ids (and so the same model): specials, then symbols
+    # sorted, then merged tokens in merge order.
+    merged = {a + b: rank for rank, (a, b) in enumerate(merges)}
+    symbols = set(model["vocab"]) | {char + "</w>" for char in alphabet}  # every byte may end a word
+    symbols -= set(CLIP_SPECIALS) | set(merged)
+    ordered = [*CLIP_SPECIALS, *sorted(symbols), *sorted(merged, key=merged.get)]
+    return CLIPTokenizer(vocab={token: i for i, token in enumerate(ordered)}, merges=merges)
 
 
 def train_lm_tokenizer(texts: Iterable[str], vocab_size: int = 1000) -> PreTrainedTokenizerFast:
