@@ -57,7 +57,7 @@ def _clip_image_processor() -> CLIPImageProcessor:
 def build_tiny_clip(out_dir: Path, texts: Sequence[str], seed: int = 0) -> Path:
     """A pico ``CLIPModel`` + ``CLIPProcessor`` (the similarity filter's scorer)."""
     torch.manual_seed(seed)
-    tokenizer = train_clip_tokenizer(texts, vocab_size=600)
+    tokenizer = train_clip_tokenizer(texts)
     config = CLIPConfig(
         text_config=dict(
             vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,

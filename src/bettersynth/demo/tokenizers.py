@@ -33,28 +33,33 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 1000) -> CLIPTokenizer:
-    """A byte-level BPE ``CLIPTokenizer`` (lower-cased, ``</w>`` word ends) fitted to ``texts``."""
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
+def train_clip_tokenizer(texts: Iterable[str]) -> CLIPTokenizer:
+    """A byte-level BPE ``CLIPTokenizer`` (lower-cased, ``</w>`` word ends) covering every word in ``texts``.
+
+    Merges are built word by word, left to right, in sorted word order, so the
+    same texts always give the same ids (the ``tokenizers`` BPE trainer breaks
+    count ties in hash order, which would change the model from run to run).
+    """
     scratch = CLIPTokenizer()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(CLIP_SPECIALS),
-        initial_alphabet=alphabet,
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    scratch._tokenizer.train_from_iterator(texts, trainer)
-    model = json.loads(scratch._tokenizer.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    # The trainer numbers its alphabet in hash order; renumber so the same texts
-    # always give the same ids (and so the same model): specials, then symbols
-    # sorted, then merged tokens in merge order.
-    merged = {a + b: rank for rank, (a, b) in enumerate(merges)}
-    symbols = set(model["vocab"]) | {char + "</w>" for char in alphabet}  # every byte may end a word
-    symbols -= set(CLIP_SPECIALS) | set(merged)
-    ordered = [*CLIP_SPECIALS, *sorted(symbols), *sorted(merged, key=merged.get)]
-    return CLIPTokenizer(vocab={token: i for i, token in enumerate(ordered)}, merges=merges)
+    words: set[str] = set()
+    for text in texts:
+        normalized = scratch._tokenizer.normalizer.normalize_str(text)
+        words.update(word for word, _ in scratch._tokenizer.pre_tokenizer.pre_tokenize_str(normalized))
+    merges: list[tuple[str, str]] = []
+    known: set[tuple[str, str]] = set()
+    for word in sorted(words):
+        symbols = [*word[:-1], word[-1] + "</w>"]
+        prefix = symbols[0]
+        for symbol in symbols[1:]:
+            if (prefix, symbol) not in known:
+                known.add((prefix, symbol))
+                merges.append((prefix, symbol))
+            prefix += symbol
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    symbols = sorted({*alphabet, *(char + "</w>" for char in alphabet)})
+    merged = list(dict.fromkeys(a + b for a, b in merges))
+    ordered = [*CLIP_SPECIALS, *symbols, *(token for token in merged if token not in symbols)]
+    return CLIPTokenizer(vocab={token: i for i, token in enumerate(dict.fromkeys(ordered))}, merges=merges)
 
 
 def train_lm_tokenizer(texts: Iterable[str], vocab_size: int = 1000) -> PreTrainedTokenizerFast:
