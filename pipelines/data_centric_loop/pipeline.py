@@ -1,4 +1,4 @@
-"""The data-centric loop: filter → caption → version → train K seeds → evaluate → soup → register.
+"""The data-centric loop: filter → caption → version → train K seeds (early abort) → evaluate → soup → register.
 
 The same pipeline runs locally (``kfp.local``, see ``bettersynth quickstart``)
 and on a cluster (``bettersynth compile``); only the cluster profile, which
@@ -17,7 +17,9 @@ from components.filter_dataset.component import filter_dataset
 from components.promote_model.component import promote_model
 from components.register_model.component import register_model
 from components.soup_models.component import soup_models
-from components.train_model.component import train_model
+from components.select_seeds.component import select_seeds
+from components.train_align.component import train_align
+from components.train_finetune.component import train_finetune
 from components.version_dataset.component import version_dataset
 
 PIPELINE_NAME = "bettersynth-data-centric-loop"
@@ -68,12 +70,26 @@ def build_pipeline(profile: ClusterProfile, soup_methods: Sequence[str] = ("unif
 
         # The hash travels inside the pointer artifact, not as a string output: kfp.local
         # (2.17.0) hands a loop body the loop item in place of an upstream parameter output.
+        # Stage 1 runs for every seed up to the early-abort decision; only survivors go on.
         registrations = []
         with dsl.ParallelFor(seeds, parallelism=2) as seed:
-            trained = place(
-                train_model(
+            aligned = place(
+                train_align(
                     dataset=captioned.outputs["captioned"], dataset_pointer=versioned.outputs["pointer"],
-                    base_model=base_model, instruct_data=instruct_data, train_config=train_config, seed=seed,
+                    base_model=base_model, train_config=train_config, seed=seed,
+                ),
+                profile, "train",
+            ).set_display_name("train-align")
+        selected = place(
+            select_seeds(aligned=dsl.Collected(aligned.outputs["aligned"]), train_config=train_config),
+            profile, "select-seeds",
+        ).set_display_name("select-seeds")
+        with dsl.ParallelFor(selected.outputs["Output"], parallelism=2) as survivor:
+            trained = place(
+                train_finetune(
+                    selection=selected.outputs["selection"], dataset=captioned.outputs["captioned"],
+                    dataset_pointer=versioned.outputs["pointer"], base_model=base_model,
+                    instruct_data=instruct_data, train_config=train_config, seed=survivor,
                 ),
                 profile, "train",
             ).set_display_name("train")

@@ -15,6 +15,7 @@ Example::
 from typing import List, Sequence
 
 from kfp import dsl
+from kfp.dsl import Dataset
 
 from bettersynth.placement import ClusterProfile, place
 from components.caption_dataset.component import caption_dataset
@@ -76,11 +77,12 @@ def build_data_pipeline(profile: ClusterProfile, parallelism: int = 4):
     def sharded_data(
         seed_dataset: str, filter_recipe: str, caption_recipe: str, model_root: str,
         num_shards: int = 8, caption_fraction: float = 0.2, fingerprint_mode: str = "content",
-    ):
-        sharded_data_steps(
+    ) -> Dataset:
+        merged = sharded_data_steps(
             profile, parallelism, seed_dataset, filter_recipe, caption_recipe, model_root, num_shards, caption_fraction,
             fingerprint_mode,
         )
+        return merged.outputs["merged"]
 
     return sharded_data
 

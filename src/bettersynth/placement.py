@@ -21,6 +21,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# KFP's SDK cannot set priorityClassName; an admission policy reads this label instead.
+PRIORITY_LABEL = "bettersynth.io/priority-class"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -45,6 +47,7 @@ class Pool(BaseModel):
     shm_size: str | None = None  # /dev/shm as a memory-backed emptyDir, for DataLoader workers
     image: str | None = None  # key of `ClusterProfile.images` this pool's steps run in; None keeps the component's image
     preemptible: bool = False  # spot/preemptible nodes: steps here are retried with `ClusterProfile.retry`
+    priority_class: str | None = None  # PriorityClass for the pods, as label PRIORITY_LABEL (k8s/extras maps it)
 
 
 class PvcMount(BaseModel):
@@ -164,6 +167,8 @@ def place(task, profile: ClusterProfile, step: str):
             setter(value)
     if pool.shm_size:
         kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=pool.shm_size)
+    if pool.priority_class:
+        kubernetes.add_pod_label(task, label_key=PRIORITY_LABEL, label_value=pool.priority_class)
     image = profile.image_for(step)
     if image:
         task.set_container_image(image)

@@ -45,6 +45,7 @@ class QuickstartConfig:
     train_config: str = "configs/train/quickstart.yaml"
     registered_model: str = "bettersynth-vlm"
     experiment: str = EXPERIMENT
+    tracking_uri: str | None = None  # an MLflow server; default: sqlite mlflow.db in the workspace
 
 
 class StepLog:
@@ -118,7 +119,7 @@ def run_quickstart(config: QuickstartConfig) -> RunSummary:
     log.info("demo world and tiny models ready in %.1fs", time.monotonic() - started)
 
     ensure_dvc_project(workspace)
-    tracking_uri = local_tracking_uri(workspace)
+    tracking_uri = config.tracking_uri or local_tracking_uri(workspace)
     mlflow.set_tracking_uri(tracking_uri)
     experiment_id = ensure_experiment(config.experiment, workspace / "mlruns")
     pipeline = load_pipeline_module().build_pipeline(load_profile(repo / config.profile), config.soup_methods)

@@ -99,6 +99,7 @@ def format_summary(summary: RunSummary, model_name: str) -> str:
         "",
         "Look further:",
         f"  mlflow ui --backend-store-uri sqlite:///{summary.workspace / 'mlflow.db'}",
+        f"  bettersynth compare --workspace {summary.workspace} --chart compare.png",
         *(f"  bettersynth data checkout {h} --workspace {summary.workspace}" for h in hashes),
     ]
     return "\n".join(lines)

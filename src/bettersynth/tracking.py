@@ -64,8 +64,10 @@ def step_run(step: str, params: dict[str, Any] | None = None, tags: dict[str, st
     if injected:
         context = mlflow.start_run(run_id=injected)
     else:
+        active = mlflow.active_run()  # a step called inside a run (a notebook, a test) nests under it
         context = mlflow.start_run(
-            run_name=step, experiment_id=experiment_id, tags=all_tags, parent_run_id=parent or None
+            run_name=step, experiment_id=experiment_id or (active.info.experiment_id if active else None),
+            tags=all_tags, parent_run_id=parent or None, nested=active is not None,
         )
     with context as run:
         if injected:

@@ -54,5 +54,6 @@ def mlflow_store(tmp_path_factory):
         for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "BETTERSYNTH_PARENT_RUN_ID"):
             patch.delenv(name, raising=False)
         mlflow.set_tracking_uri(uri)
+        mlflow.MlflowClient().search_experiments()  # create the tables now, not racing in parallel steps
         yield uri
     mlflow.set_tracking_uri(previous)

@@ -89,3 +89,15 @@ def test_eval_steps_merge_needs_every_shard(runs, small_world) -> None:
                      out / "broken")
     with pytest.raises(ValueError, match="no shard.json"):
         merge_shards([out / "whole"], small_world.textvqa.folder, small_world.mmbench_tsv, out / "broken")
+
+
+def test_eval_steps_caption_proxy(tmp_path, small_world, pico_models, mlflow_store) -> None:
+    from bettersynth.steps.evaluate import caption_proxy
+
+    result = caption_proxy(pico_models / "llava-base", small_world.seed_jsonl, tmp_path, "tiny", batch_size=8)
+    lines = [json.loads(line) for line in (tmp_path / "caption_loss.jsonl").read_text().splitlines()]
+    assert len(lines) == result["metrics"]["caption_samples"] == 24
+    total = sum(r["nll_sum"] for r in lines) / sum(r["tokens"] for r in lines)
+    assert result["metrics"]["caption_loss"] == pytest.approx(total)
+    run = MlflowClient().get_run(result["mlflow_run_id"])
+    assert run.data.metrics["caption_perplexity"] == pytest.approx(result["metrics"]["caption_perplexity"])

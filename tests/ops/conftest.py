@@ -65,3 +65,11 @@ def model_root(tmp_path_factory) -> Path:
     _make_blip(root / "blip")
     yield root
     clear_model_cache()
+
+
+@pytest.fixture(autouse=True)
+def isolated_score_cache(tmp_path, monkeypatch) -> Path:
+    """Each test gets its own score cache folder (never the user's)."""
+    folder = tmp_path / "score-cache"
+    monkeypatch.setenv("BETTERSYNTH_CACHE_DIR", str(folder))
+    return folder

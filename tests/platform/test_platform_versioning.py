@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from bettersynth.versioning import directory_hash, list_variants, restore_variant, version_variant
 
 
@@ -40,3 +42,35 @@ def test_restore_refuses_tampered_bytes(tmp_path):
     (version.path / "samples.jsonl").write_text("tampered\n")
     restored = restore_variant(project, version.dataset_hash)  # pull --force brings the true bytes back
     assert directory_hash(project, restored) == version.dataset_hash
+
+
+def test_images_shared_with_the_parent_are_stored_once(tmp_path):
+    from bettersynth.versioning import cache_objects
+
+    project = tmp_path / "project"
+    parent = _variant(tmp_path)
+    (parent / "images" / "b.png").write_bytes(b"second image")
+    version_variant(project, parent, "parent")
+    child = tmp_path / "child"
+    shutil.copytree(parent, child)
+    (child / "images" / "c.png").write_bytes(b"a new image")
+    (child / "samples.jsonl").write_text('{"id": "1", "text": "y", "images": ["images/a.png"]}\n')
+    version_variant(project, child, "child", lineage={"parent": "parent"})
+    # unique contents: a.png, b.png, c.png and the two different samples.jsonl
+    assert len(cache_objects(project)) == 5
+    remote = [p for p in (project / ".dvc-remote").rglob("*") if p.is_file() and not p.name.endswith(".dir")]
+    assert len(remote) == 5
+
+
+def test_checkout_by_variant_name_or_hash(tmp_path):
+    from bettersynth.versioning import checkout
+
+    project = tmp_path / "project"
+    version = version_variant(project, _variant(tmp_path), "v1")
+    shutil.rmtree(version.path)
+    path, resolved = checkout(project, "v1")
+    assert (resolved.how, resolved.dataset_hash, path) == ("variant", version.dataset_hash, version.path)
+    _, resolved = checkout(project, version.dataset_hash)
+    assert resolved.how == "hash"
+    with pytest.raises(ValueError, match="not a variant"):
+        checkout(project, "no-such-variant")

@@ -75,3 +75,57 @@ def handmade(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def _empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow sqlite store with its schema created once (creating one costs seconds, copying one doesn't)."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{path}")
+    mlflow.search_experiments()
+    mlflow.set_tracking_uri(previous)
+    return path
+
+
+@pytest.fixture
+def mlflow_store(_empty_mlflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh real MLflow store for one test: sqlite tracking + registry, file artifacts under tmp_path."""
+    import shutil
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from bettersynth.tracking import PARENT_RUN_ENV
+
+    db = tmp_path / "mlflow.db"
+    shutil.copy(_empty_mlflow_db, db)
+    uri = f"sqlite:///{db}"
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", PARENT_RUN_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("soup-tests", artifact_location=(tmp_path / "artifacts").as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
+    try:
+        yield MlflowClient(uri)
+    finally:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture
+def logged_checkpoint(mlflow_store) -> Callable[[Path], str]:
+    """Log a checkpoint directory as a run's ``checkpoint`` artifact, as the train step does; returns the run id."""
+    import mlflow
+
+    def log(path: Path) -> str:
+        with mlflow.start_run() as run:
+            mlflow.log_artifacts(str(path), artifact_path="checkpoint")
+        return run.info.run_id
+
+    return log

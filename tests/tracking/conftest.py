@@ -55,11 +55,10 @@ def pipeline_run(sqlite_server, tmp_path_factory):
 
     workspace = tmp_path_factory.mktemp("pipeline-workspace")
     previous_uri, previous_env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
-    with pytest.MonkeyPatch.context() as patch:
-        # run_quickstart has no tracking-URI setting yet: route its local store to the server
-        patch.setattr(quickstart, "local_tracking_uri", lambda _workspace: sqlite_server)
-        config = quickstart.QuickstartConfig(workspace=workspace, seeds=[0], world=PIPELINE_WORLD, soup_methods=("uniform",))
-        summary = quickstart.run_quickstart(config)
+    config = quickstart.QuickstartConfig(
+        workspace=workspace, seeds=[0], world=PIPELINE_WORLD, soup_methods=("uniform",), tracking_uri=sqlite_server
+    )
+    summary = quickstart.run_quickstart(config)
     mlflow.set_tracking_uri(previous_uri)
     if previous_env is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -1,9 +1,12 @@
-"""The quickstart pipeline against a real `mlflow server` (sqlite): runs, artifacts, compare, checkout by run id."""
+"""The quickstart pipeline against a real `mlflow server` (sqlite): runs, artifacts, compare, checkout by run id.
+
+Slow (the whole kfp.local loop, minutes on 2 cores): ``pytest -m slow tests/tracking``.
+The same checks on the data steps alone run by default in test_tracking_servers.py.
+"""
 
 from __future__ import annotations
 
-import io
-
+import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
@@ -11,6 +14,8 @@ from bettersynth.cli.main import main
 from bettersynth.compare import collect_rows, sort_rows
 from bettersynth.tracking import STEP_TAG
 from bettersynth.versioning import checkout, directory_hash, ensure_dvc_project
+
+pytestmark = pytest.mark.slow
 
 
 def _children(summary):

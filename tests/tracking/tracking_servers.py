@@ -101,7 +101,7 @@ def postgres_server() -> Iterator[str]:
         options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
         run("pg_ctl", "-D", str(data), "-o", options, "-l", str(base / "postgres.log"), "-w", "start")
         try:
-            yield f"postgresql://bettersynth@127.0.0.1:{port}/postgres"
+            yield f"postgresql+psycopg2://bettersynth@127.0.0.1:{port}/postgres"
         finally:
             run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
     finally:

@@ -42,7 +42,8 @@ def test_align_changes_only_the_projector(align_run, llava_dir):
     assert result.steps == 4 and result.samples_seen == 32 and len(result.losses) == 4
     assert result.losses[-1] < result.losses[0]
     assert [s for s, _ in seen] == [1, 2, 3, 4]
-    assert set(seen[0][1]) == {"loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s"}
+    assert set(seen[0][1]) == {"loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "data_wait_fraction"}
+    assert all(0 <= m["data_wait_fraction"] <= 1 for _, m in seen)
     assert [m["loss"] for _, m in seen] == result.losses
     before, after = weights(llava_dir), weights(result.out_dir)
     assert before.keys() == after.keys()

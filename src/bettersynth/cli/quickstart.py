@@ -11,7 +11,10 @@ def run(args: argparse.Namespace) -> int:
     from bettersynth.quickstart import QuickstartConfig, run_quickstart
     from bettersynth.summary import format_summary
 
-    config = QuickstartConfig(workspace=Path(args.workspace), seeds=args.seeds, world=WorldConfig(n_seed_samples=args.samples))
+    config = QuickstartConfig(
+        workspace=Path(args.workspace), seeds=args.seeds, world=WorldConfig(n_seed_samples=args.samples),
+        tracking_uri=args.tracking_uri,
+    )
     summary = run_quickstart(config)
     print(format_summary(summary, config.registered_model))
     return 0
@@ -22,4 +25,5 @@ def register(subparsers) -> None:
     parser.add_argument("--workspace", default=".", help="DVC project for data, models and MLflow (default: .)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="finetune seeds")
     parser.add_argument("--samples", type=int, default=300, help="seed image-caption pairs to generate")
+    parser.add_argument("--tracking-uri", help="MLflow server to log to (default: sqlite mlflow.db in the workspace)")
     parser.set_defaults(run=run)

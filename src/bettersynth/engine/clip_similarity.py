@@ -44,22 +44,27 @@ class ClipSimilarityTask(InferenceTask):
         return image
 
     def prepare(self, row: Row, image: Image.Image | None, processor: Any, info: dict) -> dict[str, Any]:
-        pixels = processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-        max_len = info.get("max_text_len", 77)
-        ids = processor.tokenizer(row.text, truncation=True, max_length=max_len)["input_ids"]
-        return {"pixel_values": pixels, "input_ids": ids}
+        # Decoding happens per row (a bad file must fail alone); resizing and
+        # tokenising are cheaper per batch, so they wait for ``collate``.
+        return {"image": image, "text": row.text}
 
     def collate(self, prepared: list[dict[str, Any]], processor: Any, info: dict) -> dict[str, Any]:
-        text = processor.tokenizer.pad([{"input_ids": p["input_ids"]} for p in prepared], return_tensors="pt")
+        pixels = processor.image_processor(images=[p["image"] for p in prepared], return_tensors="pt")["pixel_values"]
+        # A chunk with several images repeats its text: encode each distinct text once.
+        texts = list(dict.fromkeys(p["text"] for p in prepared))
+        index = {text: i for i, text in enumerate(texts)}
+        tokens = processor.tokenizer(texts, padding=True, truncation=True, max_length=info.get("max_text_len", 77), return_tensors="pt")
         return {
-            "pixel_values": torch.stack([p["pixel_values"] for p in prepared]),
-            "input_ids": text["input_ids"],
-            "attention_mask": text["attention_mask"],
+            "pixel_values": pixels,
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+            "text_index": torch.tensor([index[p["text"]] for p in prepared]),
         }
 
     def forward(self, bundle: ModelBundle, inputs: dict[str, Any], rows: list[Row]) -> list[float]:
         model = bundle.model
         image = _pooled(model.get_image_features(pixel_values=inputs["pixel_values"]))
         text = _pooled(model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]))
+        text = text[inputs["text_index"]]
         cosine = (F.normalize(image.float(), dim=-1) * F.normalize(text.float(), dim=-1)).sum(-1)
         return cosine.cpu().tolist()

@@ -15,12 +15,15 @@ Example::
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from bettersynth.data.images import DEFAULT_MAX_PIXELS, ImageError, load_image, resolve_image
 from bettersynth.data.sample import Sample
@@ -31,6 +34,7 @@ from bettersynth.engine.task import Failure, InferenceTask, Row
 log = logging.getLogger(__name__)
 
 SampleResult = dict[Hashable, Any] | Failure
+WORKER_NICENESS = 10  # how much lower than the model's process decoding workers run
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,40 @@ class _RowDataset(Dataset):
 class _Collate:
     """Splits a batch into failures and good rows, and stacks the good ones."""
 
-    def __init__(self, task: InferenceTask, processor: Any, info: dict):
-        self.task, self.processor, self.info = task, processor, info
+    def __init__(self, task: InferenceTask, processor: Any, info: dict, rows: list[Row]):
+        self.task, self.processor, self.info, self.rows = task, processor, info, rows
 
     def __call__(self, items: list[tuple[int, dict[str, Any] | Failure]]):
         failures = [(i, p) for i, p in items if isinstance(p, Failure)]
         good = [(i, p) for i, p in items if not isinstance(p, Failure)]
-        inputs = self.task.collate([p for _, p in good], self.processor, self.info) if good else None
-        return [i for i, _ in good], inputs, failures
+        if not good:
+            return [], None, failures
+        try:
+            return [i for i, _ in good], self.task.collate([p for _, p in good], self.processor, self.info), failures
+        except (OSError, ValueError, RuntimeError, TypeError):
+            # Batch preprocessing failed: find the culprit rows one by one, keep the rest.
+            ok = []
+            for index, prepared in good:
+                try:
+                    self.task.collate([prepared], self.processor, self.info)
+                    ok.append((index, prepared))
+                except (OSError, ValueError, RuntimeError, TypeError) as exc:
+                    failures.append((index, Failure(f"{self.rows[index].image}: preprocessing failed ({type(exc).__name__}: {exc})")))
+            inputs = self.task.collate([p for _, p in ok], self.processor, self.info) if ok else None
+            return [i for i, _ in ok], inputs, failures
+
+
+def _lower_priority(_worker_id: int) -> None:
+    """Workers yield the CPU to the model: they fill its idle cycles instead of competing."""
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:  # not permitted here: run at normal priority
+        pass
+
+
+def auto_workers() -> int:
+    """One decoding worker per spare core, at least one (it runs at lower priority), at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 class Engine:
@@ -109,12 +139,17 @@ class Engine:
             batch_size=self.settings.batch_size,
             shuffle=False,
             num_workers=self.settings.num_workers,
-            collate_fn=_Collate(task, bundle.processor, bundle.info),
+            collate_fn=_Collate(task, bundle.processor, bundle.info, rows),
+            worker_init_fn=_lower_priority,
+            prefetch_factor=4 if self.settings.num_workers else None,
             pin_memory=self.device.startswith("cuda"),
         )
         errors: dict[int, list[str]] = {}
-        with torch.inference_mode():
+        # A bar with rows/s on stderr for long runs; tqdm hides it when stderr is not a terminal.
+        bar = tqdm(total=len(rows), desc=type(task).__name__, unit="row", file=sys.stderr, disable=None, leave=False)
+        with torch.inference_mode(), bar:
             for good, inputs, failures in loader:
+                bar.update(len(good) + len(failures))
                 for index, failure in failures:
                     errors.setdefault(rows[index].sample_idx, []).append(failure.reason)
                 if inputs is None:

@@ -21,6 +21,9 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -29,9 +32,15 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from bettersynth.data.images import ImageError, resolve_image
 from bettersynth.data.sample import Sample
 from bettersynth.engine import Engine, Failure
+from bettersynth.ops.score_cache import FileDigests, ScoreCache, model_fingerprint
 from bettersynth.registry import Registry
+
+log = logging.getLogger(__name__)
+
+SCORE_KEY_VERSION = 1  # bump when a score's definition changes, to invalidate old entries
 
 
 class OpConfig(BaseModel):
@@ -46,6 +55,8 @@ class OpContext:
 
     engine: Engine = field(default_factory=Engine)
     model_root: Path | None = None
+    score_cache: ScoreCache | None = None  # None: every score is computed
+    digests: FileDigests = field(default_factory=FileDigests)  # image hashes, shared by the run's ops
 
     def model_path(self, name: str, field_name: str, op_name: str) -> Path:
         """A model directory from an op parameter; relative names resolve against ``model_root``."""
@@ -94,6 +105,15 @@ class Filter(Operator):
     stat_key: ClassVar[str]
     min_field: ClassVar[str] = "min_score"
     max_field: ClassVar[str] = "max_score"
+    cacheable: ClassVar[bool] = False  # scores worth caching on disk (the op runs a model)
+    decision_fields: ClassVar[tuple[str, ...]] = ()  # settings besides min/max/any_or_all that only decide
+
+    cache_hits: int = 0  # scores read from the cache in the last ``process``
+    cache_misses: int = 0  # scores computed in the last ``process``
+
+    def model_dirs(self) -> list[Path]:
+        """The model folders the score depends on (their files go into the cache key)."""
+        return []
 
     @abstractmethod
     def compute_stats(self, batch: list[Sample]) -> list[Any | Failure]:
@@ -104,7 +124,7 @@ class Filter(Operator):
             raise ValueError(f"{self.name}: sample {sample.id!r} has no stat {self.stat_key!r}")
         value = sample.stats[self.stat_key]
         values = value if isinstance(value, list) else [value]
-        low, high = getattr(self.config, self.min_field), getattr(self.config, self.max_field)
+        low, high = self.bounds()
         in_bounds = [v is not None and not _isnan(v) and low <= v <= high for v in values]
         if not values:
             return Decision(True, self.stat_key, value)
@@ -115,11 +135,13 @@ class Filter(Operator):
         bound = f"{self.min_field}={low}" if first_bad is None or _isnan(first_bad) or first_bad < low else f"{self.max_field}={high}"
         return Decision(False, self.stat_key, value, bound)
 
+    def bounds(self) -> tuple[Any, Any]:
+        """The closed [low, high] range kept, in the stat's units (override to convert, e.g. "1MB")."""
+        return getattr(self.config, self.min_field), getattr(self.config, self.max_field)
+
     def process(self, batch: list[Sample]) -> list[Decision | Failure]:
-        """Score the whole batch, store the stats, then decide each sample."""
-        stats = self.compute_stats(batch)
-        if len(stats) != len(batch):
-            raise RuntimeError(f"{self.name}: compute_stats returned {len(stats)} stats for {len(batch)} samples")
+        """Score the whole batch (reusing cached scores), store the stats, then decide each sample."""
+        stats = self.scores(batch)
         decisions: list[Decision | Failure] = []
         for sample, stat in zip(batch, stats):
             if isinstance(stat, Failure):
@@ -128,6 +150,53 @@ class Filter(Operator):
             sample.stats[self.stat_key] = stat
             decisions.append(self.keep(sample))
         return decisions
+
+
+    def _computed(self, batch: list[Sample]) -> list[Any | Failure]:
+        stats = self.compute_stats(batch) if batch else []
+        if len(stats) != len(batch):
+            raise RuntimeError(f"{self.name}: compute_stats returned {len(stats)} stats for {len(batch)} samples")
+        return stats
+
+    def scores(self, batch: list[Sample]) -> list[Any | Failure]:
+        cache = self.context.score_cache
+        if cache is None or not self.cacheable:
+            self.cache_hits, self.cache_misses = 0, len(batch)
+            return self._computed(batch)
+        keys = [self.score_key(sample) for sample in batch]
+        found = cache.get_many(k for k in keys if k is not None)
+        todo = [i for i, key in enumerate(keys) if key not in found]
+        computed = self._computed([batch[i] for i in todo])
+        stats: list[Any | Failure] = [found.get(key) for key in keys]
+        fresh = {}
+        for i, stat in zip(todo, computed):
+            stats[i] = stat
+            if keys[i] is not None and not isinstance(stat, Failure):
+                fresh[keys[i]] = stat
+        if fresh:
+            cache.put_many(fresh)
+        self.cache_hits, self.cache_misses = len(batch) - len(todo), len(todo)
+        if batch and not todo:
+            log.info("%s: all %d scores read from the cache, nothing recomputed", self.name, len(batch))
+        else:
+            log.info("%s: %d scores read from the cache, %d computed", self.name, self.cache_hits, self.cache_misses)
+        return stats
+
+    def score_key(self, sample: Sample) -> str | None:
+        """What the score depends on: op, scoring settings, model files, text, image bytes.
+        None (not cacheable) when an image cannot be read: computing will report why."""
+        if not hasattr(self, "_op_key"):
+            decision = {self.min_field, self.max_field, "any_or_all", *self.decision_fields}
+            scoring = {k: v for k, v in self.config.model_dump(mode="json").items() if k not in decision}
+            models = [model_fingerprint(path) for path in self.model_dirs()]
+            self._op_key = json.dumps([self.name, SCORE_KEY_VERSION, scoring, models], sort_keys=True)
+        root = self.context.engine.dataset_root
+        try:
+            images = [self.context.digests.digest(resolve_image(root, rel)) for rel in sample.images]
+        except (ImageError, OSError):
+            return None
+        payload = json.dumps([self._op_key, sample.text, images], ensure_ascii=True)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 @dataclass

@@ -9,6 +9,7 @@ Data-Juicer).
 
 from __future__ import annotations
 
+from pathlib import Path
 from statistics import fmean
 from typing import Literal
 
@@ -24,6 +25,7 @@ REDUCERS = {"avg": fmean, "max": max, "min": min}
 class ImageTextSimilarityFilter(Filter):
     name = "image_text_similarity_filter"
     stat_key = "image_text_similarity"
+    cacheable = True
 
     class Config(OpConfig):
         hf_clip: str = "openai/clip-vit-base-patch32"  # CLIP model dir, relative to model_root
@@ -39,6 +41,9 @@ class ImageTextSimilarityFilter(Filter):
             if self.min_score > self.max_score:
                 raise ValueError(f"min_score ({self.min_score}) must be <= max_score ({self.max_score})")
             return self
+
+    def model_dirs(self) -> list[Path]:
+        return [self.context.model_path(self.config.hf_clip, "hf_clip", self.name)]
 
     def compute_stats(self, batch: list[Sample]) -> list[list[float] | Failure]:
         cfg = self.config

@@ -32,7 +32,9 @@ from bettersynth.data.images import ImageError, normalise_rel, resolve_image
 from bettersynth.data.jsonl import BadLine, read_jsonl, write_jsonl, write_samples
 from bettersynth.data.sample import Sample
 from bettersynth.engine import Engine, EngineSettings, Failure
+from bettersynth.engine.inference import auto_workers
 from bettersynth.ops.base import Decision, Filter, Mapped, Mapper, OpContext, Operator
+from bettersynth.ops.score_cache import ScoreCache, default_cache_dir
 
 if TYPE_CHECKING:
     from bettersynth.recipe import Recipe
@@ -53,6 +55,8 @@ class StepReport:
     added_kept: int  # of those, written to samples.jsonl
     per_op: list[dict[str, Any]] = field(default_factory=list)  # counts per recipe step
     recipe_hash: str = ""
+    cache_hits: int = 0  # filter scores read from the score cache (all steps)
+    cache_misses: int = 0  # filter scores computed by a cacheable op (all steps)
 
     def check(self) -> None:
         """Raise if any sample is unaccounted for."""
@@ -99,13 +103,20 @@ def run_recipe(
     model_root: Path | None = None,
     batch_size: int = 32,
     select: Select | None = None,
-    num_workers: int = 0,
+    num_workers: int | None = None,
+    cache_dir: Path | None = None,
 ) -> StepReport:
     """Apply ``recipe`` to ``input_jsonl``; ``select(op, sample)`` limits mappers to a subset
-    (unselected samples pass through kept); filters always see every sample."""
+    (unselected samples pass through kept); filters always see every sample.
+
+    ``num_workers`` None picks decoding workers from the core count; scores are
+    cached under ``cache_dir`` (default ``default_cache_dir()``) unless the
+    recipe says ``use_cache: false``."""
     dataset_root, out_dir = Path(dataset_root), Path(out_dir)
-    engine = Engine(EngineSettings(batch_size=batch_size, num_workers=num_workers), dataset_root=dataset_root)
-    ops = recipe.build_ops(OpContext(engine=engine, model_root=Path(model_root) if model_root else None))
+    workers = auto_workers() if num_workers is None else num_workers
+    engine = Engine(EngineSettings(batch_size=batch_size, num_workers=workers), dataset_root=dataset_root)
+    cache = ScoreCache(Path(cache_dir) if cache_dir else default_cache_dir()) if recipe.extra.get("use_cache", True) else None
+    ops = recipe.build_ops(OpContext(engine=engine, model_root=Path(model_root) if model_root else None, score_cache=cache))
     ledger = _Ledger()
     samples: list[Sample] = []
     n_in = 0
@@ -121,6 +132,10 @@ def run_recipe(
     for position, op in enumerate(ops):
         counts = {"step": position, "op": op.name, "in": len(samples), "kept": 0, "filtered": 0, "rejected": 0, "added": 0, "skipped": 0}
         samples = _apply(op, samples, ledger, counts, select)
+        if isinstance(op, Filter) and op.cacheable and cache is not None:
+            counts["cache_hits"], counts["cache_misses"] = op.cache_hits, op.cache_misses
+            if counts["in"] and not op.cache_misses:
+                log.info("step %d %s: every score came from the cache; nothing recomputed", position, op.name)
         per_op.append(counts)
         log.info("step %d %s: %s", position, op.name, counts)
     samples = _export(samples, dataset_root, out_dir, ledger)
@@ -235,4 +250,6 @@ def _summarise(n_in: int, samples: list[Sample], input_ids: set[str], ledger: _L
         added_kept=len(samples) - kept_from_input,
         per_op=per_op,
         recipe_hash=recipe_hash,
+        cache_hits=sum(c.get("cache_hits", 0) for c in per_op),
+        cache_misses=sum(c.get("cache_misses", 0) for c in per_op),
     )

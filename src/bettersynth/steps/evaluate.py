@@ -185,3 +185,26 @@ def merge_shards(
         metrics = _log_results(results, out_dir)
     log.info("merged %d shards of %s: %s", info["num_shards"], label, metrics)
     return {"metrics": metrics, "mlflow_run_id": run.info.run_id}
+
+
+def caption_proxy(model_dir: Path, captions: Path, out_dir: Path, label: str, image_root: Path | None = None,
+                  batch_size: int = 8, max_length: int = 2048) -> dict:
+    """Held-out caption loss/perplexity of a stage-1 model, the cheap score for recipe search.
+
+    ``captions`` is a LLaVA ``.json`` or Data-Juicer ``.jsonl`` caption set;
+    images resolve against ``image_root`` (default: its folder). Per-sample
+    losses go to ``out_dir/caption_loss.jsonl`` and the MLflow run.
+    """
+    from bettersynth.data.jsonl import write_jsonl
+    from bettersynth.eval.caption_loss import heldout_caption_loss, load_caption_records
+
+    captions = Path(captions)
+    records = load_caption_records(captions)
+    with step_run(f"caption-proxy-{label}", params={"model": label, "captions": str(captions)}) as run:
+        result = heldout_caption_loss(model_dir, records, image_root or captions.parent, batch_size, max_length)
+        out_dir = Path(out_dir)
+        write_jsonl(out_dir / "caption_loss.jsonl", result.records)
+        (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True) + "\n")
+        mlflow.log_metrics(result.metrics)
+        mlflow.log_artifacts(str(out_dir), artifact_path="caption_proxy")
+    return {"metrics": result.metrics, "mlflow_run_id": run.info.run_id}

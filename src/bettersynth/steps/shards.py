@@ -178,18 +178,19 @@ def _source_positions(dataset_dir: Path) -> dict[str, int]:
 def merge_shards(shard_dirs: list[Path], source_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Merge processed shards (each a ``run_recipe`` output folder) into one, in source order.
 
-    Shards are ordered by the earliest source line among the ids they
-    account for, so the merge does not depend on the order KFP collects them.
-    Counts are summed and checked; returns the merged report.
+    Shards are ordered by the latest source line among the ids they account
+    for (first occurrences; an id repeated from an earlier shard maps lower,
+    never higher), so the merge does not depend on the order KFP collects
+    them. Counts are summed and checked; returns the merged report.
     """
     out_dir = Path(out_dir)
     positions = _source_positions(source_dir)
 
-    def first_position(shard: Path) -> int:
+    def last_position(shard: Path) -> int:
         ids = (r.get("source_id", r.get("id")) for r in _read_records(shard / "outcomes.jsonl"))
-        return min((positions[i] for i in ids if i in positions), default=len(positions))
+        return max((positions[i] for i in ids if i in positions), default=-1)
 
-    ordered = sorted((Path(s) for s in shard_dirs), key=first_position)
+    ordered = sorted((Path(s) for s in shard_dirs), key=last_position)
     samples: list[dict[str, Any]] = []
     outcomes: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []

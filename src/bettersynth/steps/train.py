@@ -1,9 +1,20 @@
-"""The train step: stage 1 (projector alignment) on a dataset variant, then stage 2 (instruction finetune)."""
+"""The train steps: stage 1 for K seeds, early abort of the poor ones, stage 2 for the survivors.
+
+Pipeline shape (each a KFP component)::
+
+    ParallelFor(seeds): train_align   -> stage 1 up to the decision step; checkpoint + loss curve
+    select_seeds(Collected(aligned))  -> survivors, their checkpoints gathered in one artifact
+    ParallelFor(survivors): train_finetune -> stage 1 resumed to the end, then stage 2
+
+``train_model`` runs both stages of one seed in one call (no selection), for
+callers that do not sweep seeds.
+"""
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,8 +28,12 @@ from bettersynth.data.llava import dj_to_llava
 from bettersynth.data.sample import Sample
 from bettersynth.tracking import step_run
 from bettersynth.train import StageConfig, train_stage
+from bettersynth.train.checkpoint import latest_checkpoint
+from bettersynth.train.seeds import SeedSelection, select_seeds as decide
 
 MAX_LOGGED_CHECKPOINT_BYTES = 2 << 30  # larger checkpoints are referenced, not copied into MLflow
+CURVE_FILE = "curve.json"  # stage-1 metrics up to the decision, written by train_align
+SELECTION_FILE = "seed_selection.json"  # the decision, written by select_seeds
 
 
 class TrainPlan(BaseModel):
@@ -29,6 +44,8 @@ class TrainPlan(BaseModel):
     finetune: dict[str, Any] = Field(default_factory=dict)  # StageConfig overrides for stage 2
     sample_cap: int | None = None  # challenge rule: at most this many pretraining samples
     sample_cap_seed: int = 1024  # the challenge's subsample seed
+    seed_selection: SeedSelection = Field(default_factory=SeedSelection)  # early abort of poor stage-1 seeds
+    checkpoint_root: str | None = None  # persistent folder (e.g. a PVC) for resumable checkpoints; None: scratch
 
     @classmethod
     def load(cls, path: Path) -> "TrainPlan":
@@ -41,6 +58,11 @@ class TrainPlan(BaseModel):
         overrides = self.align if stage == "align" else self.finetune
         return StageConfig.for_stage(stage, **{**overrides, "seed": seed})
 
+    def checkpoint_dir(self, scratch: Path, dataset_hash: str, seed: int, stage: str) -> Path:
+        """Where a stage's checkpoints go: under ``checkpoint_root`` (survives pod restarts) or scratch."""
+        root = Path(self.checkpoint_root) / dataset_hash.replace("/", "_") if self.checkpoint_root else Path(scratch)
+        return root / f"seed{seed}" / stage
+
 
 def pretraining_records(dataset_dir: Path, cap: int | None, cap_seed: int) -> list[dict]:
     """The variant's samples as LLaVA plain-template records, optionally capped by a seeded subsample."""
@@ -50,9 +72,11 @@ def pretraining_records(dataset_dir: Path, cap: int | None, cap_seed: int) -> li
     return [dj_to_llava(s) for s in samples]
 
 
-def _log_step(prefix: str):
+def _log_step(prefix: str, sink: list | None = None):
     def log(step: int, values: dict[str, float]) -> None:
         mlflow.log_metrics({f"{prefix}/{k}": float(v) for k, v in values.items()}, step=step)
+        if sink is not None:
+            sink.append({"step": step, **{k: float(v) for k, v in values.items()}})
 
     return log
 
@@ -64,6 +88,114 @@ def _log_checkpoint(path: Path) -> None:
     mlflow.set_tag("checkpoint.uri", path.resolve().as_uri())
 
 
+def _params(plan: TrainPlan, seed: int, dataset_hash: str, base_model: Path, n_records: int) -> dict[str, Any]:
+    params = {"seed": seed, "dataset.hash": dataset_hash, "base_model": str(base_model), "pretrain.samples": n_records}
+    params |= {f"align.{k}": v for k, v in plan.stage("align", seed).model_dump().items()}
+    params |= {f"finetune.{k}": v for k, v in plan.stage("finetune", seed).model_dump().items()}
+    return params | {f"seed_selection.{k}": v for k, v in plan.seed_selection.model_dump().items()}
+
+
+def train_align(dataset_dir: Path, dataset_hash: str, base_model: Path, plan_path: Path, seed: int, out_dir: Path) -> dict:
+    """Stage 1 of one seed up to the decision step, into ``out_dir``.
+
+    ``out_dir`` receives ``curve.json`` (per-step metrics) and either
+    ``checkpoints/`` (paused at the decision step) or ``model/`` (stage 1 was
+    shorter than the decision window and is complete).
+    """
+    plan = TrainPlan.load(plan_path)
+    records = pretraining_records(Path(dataset_dir), plan.sample_cap, plan.sample_cap_seed)
+    out_dir = Path(out_dir)
+    curve: list[dict] = []
+    tags = {"dataset.hash": dataset_hash, "train.seed": str(seed)}
+    with step_run(f"align-seed{seed}", params=_params(plan, seed, dataset_hash, base_model, len(records)), tags=tags) as run:
+        result = train_stage(
+            Path(base_model), records, Path(dataset_dir), plan.stage("align", seed), out_dir / "model",
+            on_step=_log_step("align", curve), checkpoint_dir=out_dir / "checkpoints",
+            stop_after_step=plan.seed_selection.decide_after_steps,
+        )
+        if result.completed:
+            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the model is the result
+        (out_dir / CURVE_FILE).write_text(json.dumps({"seed": seed, "completed": result.completed, "steps": curve}))
+    return {"mlflow_run_id": run.info.run_id, "seed": seed, "steps": result.steps, "completed": result.completed,
+            "align_loss": result.losses[-1]}
+
+
+def select_seeds(aligned_dirs: list[Path], plan_path: Path, out_dir: Path) -> list[int]:
+    """Decide which seeds continue; gather the survivors' stage-1 state into ``out_dir/seed<N>/``."""
+    plan = TrainPlan.load(plan_path)
+    curves, sources = {}, {}
+    for folder in map(Path, aligned_dirs):
+        data = json.loads((folder / CURVE_FILE).read_text())
+        curves[int(data["seed"])] = [row["loss"] for row in data["steps"]]
+        sources[int(data["seed"])] = folder
+    decision = decide(curves, plan.seed_selection)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with step_run("select-seeds", params={f"seed_selection.{k}": v for k, v in plan.seed_selection.model_dump().items()}):
+        for seed, losses in curves.items():  # the curves side by side, one metric per seed
+            for step, loss in enumerate(losses, start=1):
+                mlflow.log_metric(f"seed{seed}/align_loss", loss, step=step)
+            mlflow.log_metric(f"seed{seed}/score", decision.scores[seed])
+        mlflow.log_metrics({"survivors": len(decision.survivors), "aborted": len(decision.aborted),
+                            "best_score": decision.best})
+        mlflow.set_tags({"seeds.survivors": ",".join(map(str, decision.survivors)),
+                         "seeds.aborted": ",".join(map(str, decision.aborted))})
+        mlflow.log_dict(decision.to_json(), SELECTION_FILE)
+    for seed in decision.survivors:
+        shutil.copytree(sources[seed], out_dir / f"seed{seed}")
+    (out_dir / SELECTION_FILE).write_text(json.dumps(decision.to_json(), indent=2))
+    return decision.survivors
+
+
+def train_finetune(
+    selection_dir: Path,
+    seed: int,
+    dataset_dir: Path,
+    dataset_hash: str,
+    base_model: Path,
+    instruct_json: Path,
+    plan_path: Path,
+    out_dir: Path,
+) -> dict:
+    """Finish stage 1 of a surviving seed from its decision checkpoint, then run stage 2 into ``out_dir``."""
+    plan = TrainPlan.load(plan_path)
+    aligned = Path(selection_dir) / f"seed{seed}"
+    if not (aligned / CURVE_FILE).is_file():
+        raise ValueError(f"{selection_dir}: no stage-1 state for seed {seed} (was it aborted?)")
+    records = pretraining_records(Path(dataset_dir), plan.sample_cap, plan.sample_cap_seed)
+    tags = {"dataset.hash": dataset_hash, "train.seed": str(seed)}
+    params = _params(plan, seed, dataset_hash, base_model, len(records))
+    with step_run(f"train-seed{seed}", params=params, tags=tags) as run, tempfile.TemporaryDirectory() as scratch:
+        for row in json.loads((aligned / CURVE_FILE).read_text())["steps"]:  # the whole stage-1 curve in this run
+            mlflow.log_metrics({f"align/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
+        if (aligned / "model").is_dir():
+            stage1_dir, align_loss = aligned / "model", None
+        else:
+            ckpt = plan.checkpoint_dir(Path(scratch), dataset_hash, seed, "align")
+            if latest_checkpoint(ckpt) is None:  # first attempt: start from the decision checkpoint (read-only input)
+                shutil.copytree(aligned / "checkpoints", ckpt, dirs_exist_ok=True)
+            stage1 = train_stage(Path(base_model), records, Path(dataset_dir), plan.stage("align", seed),
+                                 Path(scratch) / "align", on_step=_log_step("align"), checkpoint_dir=ckpt)
+            stage1_dir, align_loss = stage1.out_dir, stage1.losses[-1]
+        return _finetune(plan, seed, stage1_dir, align_loss, Path(instruct_json), dataset_hash, Path(scratch),
+                         Path(out_dir), run.info.run_id)
+
+
+def _finetune(plan: TrainPlan, seed: int, stage1_dir: Path, align_loss: float | None, instruct_json: Path,
+              dataset_hash: str, scratch: Path, out_dir: Path, run_id: str) -> dict:
+    instruct = json.loads(instruct_json.read_text())
+    stage2 = train_stage(stage1_dir, instruct, instruct_json.parent, plan.stage("finetune", seed), out_dir,
+                         on_step=_log_step("finetune"),
+                         checkpoint_dir=plan.checkpoint_dir(scratch, dataset_hash, seed, "finetune"))
+    if align_loss is None:
+        align_loss = json.loads((stage1_dir / "bettersynth_training.json").read_text())["result"]["losses"][-1]
+    mlflow.log_metrics({"align/final_loss": align_loss, "finetune/final_loss": stage2.losses[-1],
+                        "finetune/trainable_params": stage2.trainable_params})
+    _log_checkpoint(stage2.out_dir)
+    return {"mlflow_run_id": run_id, "checkpoint": str(stage2.out_dir), "align_final_loss": align_loss,
+            "finetune_final_loss": stage2.losses[-1]}
+
+
 def train_model(
     dataset_dir: Path,
     dataset_hash: str,
@@ -73,34 +205,18 @@ def train_model(
     seed: int,
     out_dir: Path,
 ) -> dict:
-    """Train stage 1 on the variant and stage 2 on the fixed instruction set into ``out_dir``.
+    """Train stage 1 on the variant and stage 2 on the fixed instruction set into ``out_dir`` (one seed).
 
     The stage-1 checkpoint is scratch: only the finetuned model leaves the step.
     """
     plan = TrainPlan.load(plan_path)
-    align, finetune = plan.stage("align", seed), plan.stage("finetune", seed)
     records = pretraining_records(Path(dataset_dir), plan.sample_cap, plan.sample_cap_seed)
-    instruct = json.loads(Path(instruct_json).read_text())
-    params = {"seed": seed, "dataset.hash": dataset_hash, "base_model": str(base_model), "pretrain.samples": len(records)}
-    params |= {f"align.{k}": v for k, v in align.model_dump().items()}
-    params |= {f"finetune.{k}": v for k, v in finetune.model_dump().items()}
     tags = {"dataset.hash": dataset_hash, "train.seed": str(seed)}
-    out_dir = Path(out_dir)
+    params = _params(plan, seed, dataset_hash, base_model, len(records))
     with step_run(f"train-seed{seed}", params=params, tags=tags) as run, tempfile.TemporaryDirectory() as scratch:
-        stage1 = train_stage(Path(base_model), records, Path(dataset_dir), align, Path(scratch) / "align", on_step=_log_step("align"))
-        stage2 = train_stage(
-            stage1.out_dir, instruct, Path(instruct_json).parent, finetune, out_dir, on_step=_log_step("finetune")
-        )
-        mlflow.log_metrics({
-            "align/final_loss": stage1.losses[-1],
-            "finetune/final_loss": stage2.losses[-1],
-            "align/trainable_params": stage1.trainable_params,
-            "finetune/trainable_params": stage2.trainable_params,
-        })
-        _log_checkpoint(stage2.out_dir)
-    return {
-        "mlflow_run_id": run.info.run_id,
-        "checkpoint": str(stage2.out_dir),
-        "align_final_loss": stage1.losses[-1],
-        "finetune_final_loss": stage2.losses[-1],
-    }
+        stage1 = train_stage(Path(base_model), records, Path(dataset_dir), plan.stage("align", seed),
+                             Path(scratch) / "align", on_step=_log_step("align"),
+                             checkpoint_dir=plan.checkpoint_dir(Path(scratch), dataset_hash, seed, "align"))
+        mlflow.log_metric("align/trainable_params", stage1.trainable_params)
+        return _finetune(plan, seed, stage1.out_dir, stage1.losses[-1], Path(instruct_json), dataset_hash,
+                         Path(scratch), Path(out_dir), run.info.run_id)

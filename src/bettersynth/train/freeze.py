@@ -2,7 +2,8 @@
 
 Why: stage 1 (align) teaches only the projector to map frozen vision features
 into the frozen LLM's embedding space; stage 2 (finetune) also trains the LLM.
-The vision tower never trains in this recipe. Naming the parts in one table
+The vision towers never train in this recipe; Mini-Gemini's patch info
+mining trains with the projector in both stages. Naming the parts in one table
 keeps the rule visible and testable.
 
 Example::
@@ -24,11 +25,14 @@ PARTS: dict[str, tuple[str, ...]] = {
     "vision_tower": ("model.vision_tower",),
     "projector": ("model.multi_modal_projector",),
     "language_model": ("model.language_model", "lm_head"),  # lm_head belongs to the LLM
+    "aux_tower": ("model.aux_tower",),  # Mini-Gemini's high-res ConvNeXt (never trains)
+    "mining": ("model.patch_mining",),  # Mini-Gemini's patch info mining (trains with the projector)
 }
+OPTIONAL_PARTS = frozenset({"aux_tower", "mining"})  # only Mini-Gemini-style models have them
 
 TRAINABLE_PARTS: dict[str, tuple[str, ...]] = {
-    "align": ("projector",),
-    "finetune": ("projector", "language_model"),
+    "align": ("projector", "mining"),
+    "finetune": ("projector", "mining", "language_model"),
 }
 
 
@@ -39,12 +43,14 @@ class ParamCounts:
 
 
 def part_modules(model: nn.Module, part: str) -> list[nn.Module]:
-    """The submodules that make up ``part`` (see ``PARTS``); a missing one is an error."""
+    """The submodules that make up ``part`` (see ``PARTS``); a missing one is an error unless optional."""
     modules = []
     for path in PARTS[part]:
         try:
             modules.append(model.get_submodule(path))
         except AttributeError:
+            if part in OPTIONAL_PARTS:
+                continue
             raise ValueError(f"model {type(model).__name__} has no {path!r} (part {part!r})") from None
     return modules
 

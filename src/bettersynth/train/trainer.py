@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from bettersynth.models import load_vlm
 from bettersynth.train.checkpoint import STATE_FILE as CKPT_STATE_FILE
 from bettersynth.train.checkpoint import TrainerState, check_resumable, latest_checkpoint, load_checkpoint, save_checkpoint
 from bettersynth.train.config import StageConfig, resolve_dtype
@@ -89,8 +90,8 @@ def train_stage(
 
     ``on_step(step, metrics)`` is called after every optimizer step (``step``
     counts from 1) with ``loss``, ``lr``, ``grad_norm`` (before clipping),
-    ``samples_per_s`` and ``tokens_per_s`` (non-pad tokens, image tokens
-    included); the caller decides where they go (MLflow, a progress bar).
+    ``samples_per_s``, ``tokens_per_s`` (non-pad tokens, image tokens
+    included) and ``data_wait_fraction`` (time blocked on the loader); the caller decides where they go (MLflow, a progress bar).
 
     With ``checkpoint_dir``, a checkpoint is saved every
     ``config.checkpoint_every`` steps and the run resumes from the newest one
@@ -111,7 +112,7 @@ def train_stage(
     torch.manual_seed(config.seed)
     processor = AutoProcessor.from_pretrained(model_dir)
     # Weights stay fp32 (AdamW's master copy); bf16 is used for compute via autocast.
-    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    model = load_vlm(model_dir, dtype=torch.float32).to(device)  # LLaVA or Mini-Gemini, by config.json
     counts = freeze_for_stage(model, config.stage)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -158,9 +159,11 @@ def train_stage(
             group["lr"] = lr
 
         # Accumulate summed token losses over the step's micro-batches.
-        loss_sum, n_label_tokens, n_tokens, n_samples = 0.0, 0, 0, 0
+        loss_sum, n_label_tokens, n_tokens, n_samples, data_wait = 0.0, 0, 0, 0, 0.0
         for _ in micro_indices:
+            waited = time.perf_counter()
             batch = next(micro_batches)
+            data_wait += time.perf_counter() - waited
             batch_loss, batch_labels = _summed_token_loss(model, batch, device, dtype)
             batch_loss.backward()
             loss_sum += batch_loss.item()
@@ -192,6 +195,7 @@ def train_stage(
             "grad_norm": float(grad_norm),
             "samples_per_s": n_samples / elapsed,
             "tokens_per_s": n_tokens / elapsed,
+            "data_wait_fraction": data_wait / elapsed,  # share of the step spent waiting for batches
         }, on_step)
         if pause:
             result.completed = False

@@ -1,0 +1,33 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def train_align(
+    dataset: Input[Dataset],
+    dataset_pointer: Input[Artifact],
+    base_model: str,
+    train_config: str,
+    seed: int,
+    aligned: Output[Model],
+):
+    """Stage 1 (projector alignment) of one seed, up to the early-abort decision step.
+
+    Args:
+        dataset: The pretraining variant (Data-Juicer jsonl + images).
+        dataset_pointer: The variant's ``.dvc`` file; its hash is recorded as lineage.
+        base_model: LLaVA checkpoint directory to start from.
+        train_config: Training YAML (stages, ``seed_selection``).
+        seed: Training seed.
+        aligned: The loss curve and the resumable checkpoint at the decision step.
+    """
+    from pathlib import Path
+
+    from bettersynth.steps.train import train_align as run
+    from bettersynth.versioning import pointer_hash
+
+    dataset_hash = pointer_hash(Path(dataset_pointer.path))
+    result = run(Path(dataset.path), dataset_hash, Path(base_model), Path(train_config), seed, Path(aligned.path))
+    aligned.metadata.update({**result, "dataset_hash": dataset_hash, "kind": "align"})

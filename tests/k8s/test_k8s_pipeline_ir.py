@@ -1,0 +1,175 @@
+"""The production pipeline compiled per cluster profile: what each step pod will get, read from the IR.
+
+Expected values are read from the profile YAML itself (an independent
+parse), so the tests hold for any profile the project ships.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from bettersynth.pipeline_loader import load_pipeline_module
+from bettersynth.placement import PRIORITY_LABEL, ClusterProfile, load_profile
+
+PROFILES = ("gke", "eks", "generic")
+# component (IR executor prefix) -> step name in the profiles
+STEPS = {
+    "plan-shards": "plan-shards", "shard-dataset": "shard-dataset", "filter-dataset": "filter",
+    "caption-dataset": "caption", "merge-datasets": "merge-datasets", "version-dataset": "version-dataset",
+    "train-model": "train", "evaluate-model": "evaluate", "soup-models": "soup", "register-model": "register-model",
+    "promote-model": "promote-model",
+}
+
+
+def _compile(tmp_path, profile: ClusterProfile, **kwargs):
+    from kfp import compiler
+
+    out = tmp_path / "production.yaml"
+    compiler.Compiler().compile(load_pipeline_module("production").build_pipeline(profile, **kwargs), str(out))
+    return list(yaml.safe_load_all(out.read_text()))
+
+
+@pytest.fixture(scope="module", params=PROFILES)
+def compiled(request, tmp_path_factory):
+    path = f"k8s/profiles/{request.param}.yaml"
+    raw = yaml.safe_load(open(path))
+    pipeline_spec, platform_spec = _compile(tmp_path_factory.mktemp(request.param), load_profile(path), parallelism=6)
+    return raw, pipeline_spec, platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _pool(raw: dict, step: str) -> dict:
+    return raw["pools"][raw["steps"].get(step, raw.get("default_pool", "cpu"))]
+
+
+def _executors(pipeline_spec: dict, component: str) -> list[str]:
+    names = [n for n in pipeline_spec["deploymentSpec"]["executors"] if n == f"exec-{component}" or n.startswith(f"exec-{component}-")]
+    assert names, component
+    return names
+
+
+def _tasks(pipeline_spec: dict) -> dict[str, dict]:
+    """Every task in every DAG (root and loop bodies), by task name."""
+    tasks = dict(pipeline_spec["root"]["dag"]["tasks"])
+    for component in pipeline_spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+@pytest.mark.parametrize("component", sorted(STEPS))
+def test_each_step_gets_its_pool(compiled, component):
+    raw, pipeline_spec, k8s = compiled
+    pool = _pool(raw, STEPS[component])
+    for name in _executors(pipeline_spec, component):
+        container = pipeline_spec["deploymentSpec"]["executors"][name]["container"]
+        resources = container.get("resources", {})
+        if pool.get("accelerator_count"):
+            assert resources["accelerator"]["resourceType"] == pool["accelerator_type"]
+            assert resources["accelerator"]["resourceCount"] == str(pool["accelerator_count"])
+        else:
+            assert "accelerator" not in resources
+        assert resources["resourceCpuLimit"] == pool["cpu_limit"]
+        assert resources["resourceMemoryLimit"] == pool["memory_limit"]
+        assert container["image"] == raw["images"][pool["image"]]
+        config = k8s[name]
+        assert config.get("nodeSelector", {}).get("labels", {}) == pool["node_selector"]
+        expected_tolerations = [{k: v for k, v in t.items()} for t in pool.get("tolerations", [])]
+        assert config.get("tolerations", []) == expected_tolerations
+        shm = [m for m in config.get("emptyDirMounts", []) if m["mountPath"] == "/dev/shm"]
+        if pool.get("shm_size"):
+            assert shm == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": pool["shm_size"]}]
+        else:
+            assert shm == []
+        assert config["securityContext"]["runAsNonRoot"] is True
+        labels = config.get("podMetadata", {}).get("labels", {})
+        assert labels.get(PRIORITY_LABEL) == pool.get("priority_class")
+
+
+@pytest.mark.parametrize("component", sorted(STEPS))
+def test_volumes_and_secrets_reach_every_step_as_references(compiled, component):
+    raw, pipeline_spec, k8s = compiled
+    for name in _executors(pipeline_spec, component):
+        config = k8s[name]
+        mounts = {(m["constant"], m["mountPath"]) for m in config["pvcMount"]}
+        assert mounts == {(v["claim"], v["mount_path"]) for v in raw["volumes"]}
+        got = {s["secretName"]: {e["secretKey"]: e["envVar"] for e in s["keyToEnv"]} for s in config["secretAsEnv"]}
+        assert got == {s["secret"]: s["env"] for s in raw["secrets"]}
+
+
+def test_secret_values_never_appear_in_the_spec(compiled):
+    raw, pipeline_spec, k8s = compiled
+    text = yaml.safe_dump([pipeline_spec, k8s])
+    for secret in raw["secrets"]:
+        for env in secret["env"].values():
+            assert f"{env}=" not in text  # only names of Secrets and keys, never an inline env value
+
+
+def test_retries_only_on_preemptible_pools(compiled):
+    raw, pipeline_spec, _ = compiled
+    retry = raw.get("retry", {"num_retries": 3})
+    for task_name, task in _tasks(pipeline_spec).items():
+        component = task["componentRef"]["name"].removeprefix("comp-")
+        base = next((c for c in STEPS if component == c or component.startswith(c + "-")), None)
+        if base is None:
+            continue  # loop DAGs
+        if _pool(raw, STEPS[base]).get("preemptible"):
+            assert task["retryPolicy"]["maxRetryCount"] == retry["num_retries"], task_name
+            assert task["retryPolicy"]["backoffDuration"] == retry.get("backoff_duration", "60s")
+        else:
+            assert "retryPolicy" not in task, task_name
+
+
+def test_caching_is_off_exactly_for_side_effect_steps(compiled):
+    raw, pipeline_spec, _ = compiled
+    uncached = set(raw["caching"]["uncached_steps"])
+    for task_name, task in _tasks(pipeline_spec).items():
+        component = task["componentRef"]["name"].removeprefix("comp-")
+        base = next((c for c in STEPS if component == c or component.startswith(c + "-")), None)
+        if base is None:
+            continue
+        enabled = task.get("cachingOptions", {}).get("enableCache", False)
+        assert enabled == (STEPS[base] not in uncached), task_name
+
+
+def test_shards_fan_out_with_the_asked_parallelism_over_the_plan(compiled):
+    _, pipeline_spec, _ = compiled
+    loops = {name: task for name, task in pipeline_spec["root"]["dag"]["tasks"].items() if "parameterIterator" in task}
+    shard_loop = next(t for t in loops.values() if "plan-shards" in t["parameterIterator"]["items"]["inputParameter"])
+    assert shard_loop["iteratorPolicy"]["parallelismLimit"] == 6
+    body = pipeline_spec["components"][shard_loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert {t["componentRef"]["name"].removeprefix("comp-") for t in body.values()} == {"shard-dataset", "filter-dataset", "caption-dataset"}
+    merge = pipeline_spec["root"]["dag"]["tasks"]["merge-datasets"]
+    assert merge["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]["producerTask"] == next(
+        n for n, t in loops.items() if t is shard_loop
+    )
+
+
+def test_data_centric_loop_compiles_for_every_profile(tmp_path):
+    from kfp import compiler
+
+    for name in PROFILES:
+        profile = load_profile(f"k8s/profiles/{name}.yaml")
+        out = tmp_path / f"{name}.yaml"
+        compiler.Compiler().compile(load_pipeline_module().build_pipeline(profile), str(out))
+        assert "nvidia.com/gpu" in out.read_text()
+
+
+@pytest.mark.parametrize("edit, field", [
+    ({"steps": {"train": "tpu"}}, "steps.train"),
+    ({"default_pool": "nowhere"}, "default_pool"),
+    ({"pools": {"cpu": {"image": "arm"}}}, "pools.cpu.image"),
+    ({"pools": {"cpu": {"accelerator_count": 2}}}, "pools.cpu"),
+    ({"secrets": [{"secret": "s3", "env": {"key": "NOT-AN-ENV"}}]}, "secret 's3'"),
+    ({"retry": {"num_retries": -1}}, "num_retries"),
+])
+def test_profile_errors_name_the_field(tmp_path, edit, field):
+    raw = yaml.safe_load(open("k8s/profiles/generic.yaml"))
+    for key, value in edit.items():
+        if key == "pools":
+            raw["pools"]["cpu"].update(value["cpu"])
+        else:
+            raw[key] = value if key != "steps" else {**raw["steps"], **value}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        load_profile(bad)

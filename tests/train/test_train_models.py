@@ -1,0 +1,170 @@
+"""LLaVA and Mini-Gemini built from separate local parts: weights carried over, shapes, gradients, freezing."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+from bettersynth.demo.models import build_tiny_clip
+from bettersynth.demo.tokenizers import train_lm_tokenizer
+from bettersynth.models import load_vlm, vlm_class
+from bettersynth.models.aux_tower import AuxTowerSpec, build_aux_tower
+from bettersynth.models.builder import build_llava, build_mini_gemini
+from bettersynth.models.mgm import MiniGeminiForConditionalGeneration
+from bettersynth.models.mining import PatchInfoMining
+from bettersynth.train import defaults_for, freeze_for_stage, train_stage
+
+# convnext_atto (open_clip preset convnext_base with its trunk swapped): 3.4M params, 64 px -> 2x2 map.
+PICO_AUX = AuxTowerSpec(
+    preset="convnext_base", image_size=64,
+    overrides={"embed_dim": 16, "vision_cfg": {"timm_model_name": "convnext_atto"},
+               "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}},
+)
+
+
+def _naive_mining(m: PatchInfoMining, low: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Token by token, window by window, straight from the definition."""
+    b, n, d = low.shape
+    side, k = int(n**0.5), m.window
+    out = low.clone()
+    for i in range(b):
+        for t in range(n):
+            r, c = divmod(t, side)
+            cells = aux[i, :, r * k:(r + 1) * k, c * k:(c + 1) * k].reshape(aux.shape[1], -1).T  # (k*k, C)
+            q, keys, values = m.q(low[i, t]), m.k(cells), m.v(cells)
+            weights = torch.softmax(keys @ q / d**0.5, dim=0)
+            out[i, t] = low[i, t] + weights @ values
+    return out
+
+
+def test_mining_matches_the_definition_and_keeps_shape():
+    torch.manual_seed(0)
+    mining = PatchInfoMining(low_dim=8, aux_dim=6, window=2)
+    low, aux = torch.randn(2, 9, 8), torch.randn(2, 6, 6, 6)  # 3x3 tokens, 6x6 map: 2x2 windows
+    out = mining(low, aux)
+    assert out.shape == low.shape
+    torch.testing.assert_close(out, _naive_mining(mining, low, aux), rtol=1e-5, atol=1e-5)
+    # A map of another size is resized to the window grid first.
+    assert mining(low, torch.randn(2, 6, 4, 4)).shape == low.shape
+    with pytest.raises(ValueError, match="square grid"):
+        mining(torch.randn(1, 8, 8), aux[:1])
+
+
+def test_mining_detail_reaches_only_its_own_token():
+    torch.manual_seed(0)
+    mining = PatchInfoMining(low_dim=8, aux_dim=6, window=2)
+    low, aux = torch.randn(1, 4, 8), torch.randn(1, 6, 4, 4)
+    changed = aux.clone()
+    changed[0, :, 2:, 2:] += 5.0  # the bottom-right window only
+    delta = (mining(low, changed) - mining(low, aux)).abs().sum(-1)[0]
+    assert delta[3] > 0 and torch.all(delta[:3] == 0)
+
+
+def test_mining_gradients_reach_queries_keys_and_values():
+    mining = PatchInfoMining(low_dim=8, aux_dim=6, window=2)
+    low = torch.randn(2, 4, 8, requires_grad=True)
+    mining(low, torch.randn(2, 6, 4, 4)).square().sum().backward()
+    for name, p in mining.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert low.grad.abs().sum() > 0
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory, caption_records, chat_records) -> tuple[Path, Path]:
+    """A tiny HF CLIP and a tiny HF causal LM, saved separately as users have them."""
+    root = tmp_path_factory.mktemp("parts")
+    texts = [t["value"] for r in caption_records + chat_records for t in r["conversations"]] * 4
+    clip_dir = build_tiny_clip(root / "clip", texts)
+    torch.manual_seed(1)
+    tokenizer = train_lm_tokenizer(texts, vocab_size=800)
+    lm = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    ))
+    lm.save_pretrained(root / "lm")
+    tokenizer.save_pretrained(root / "lm")
+    return clip_dir, root / "lm"
+
+
+@pytest.fixture(scope="module")
+def built_llava(parts, tmp_path_factory) -> Path:
+    return build_llava(*parts, tmp_path_factory.mktemp("built") / "llava")
+
+
+def test_llava_builder_carries_both_parts_and_a_fresh_projector(built_llava, parts):
+    clip_dir, lm_dir = parts
+    model = load_vlm(built_llava)
+    vision, lm = CLIPVisionModel.from_pretrained(clip_dir), LlamaForCausalLM.from_pretrained(lm_dir)
+    for got, want in ((model.model.vision_tower, vision), (model.model.language_model, lm.model),
+                      (model.lm_head, lm.lm_head)):
+        expected = want.state_dict()
+        assert got.state_dict().keys() == expected.keys()
+        assert all(torch.equal(t, expected[n]) for n, t in got.state_dict().items())
+    projector = {k: tuple(v.shape) for k, v in model.model.multi_modal_projector.state_dict().items()}
+    assert projector == {  # mlp2x_gelu: vision 32 -> text 64 -> 64
+        "linear_1.weight": (64, 32), "linear_1.bias": (64,), "linear_2.weight": (64, 64), "linear_2.bias": (64,),
+    }
+    assert model.config.vision_feature_layer == -2 and model.config.vision_feature_select_strategy == "default"
+
+
+def test_built_llava_trains_stage_one(built_llava, caption_records, image_root, tmp_path):
+    config = defaults_for("align", global_batch_size=4, per_device_batch_size=4, max_steps=1, max_length=64)
+    result = train_stage(built_llava, caption_records, image_root, config, tmp_path)
+    assert result.trainable_params == 64 * 32 + 64 + 64 * 64 + 64
+    assert torch.isfinite(torch.tensor(result.losses)).all()
+
+
+@pytest.fixture(scope="module")
+def built_mgm(parts, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mgm")
+    aux_model = build_aux_tower(PICO_AUX)  # stands in for a downloaded open_clip ConvNeXt checkpoint
+    torch.save({"state_dict": {f"visual.trunk.{k}": v for k, v in aux_model.trunk.state_dict().items()}},
+               root / "aux.pt")
+    return build_mini_gemini(*parts, PICO_AUX.model_copy(update={"checkpoint": str(root / "aux.pt")}),
+                             root / "mgm", mining_window=2), aux_model
+
+
+def test_mini_gemini_saves_loads_and_keeps_the_aux_weights(built_mgm):
+    model_dir, aux_model = built_mgm
+    assert vlm_class(model_dir) is MiniGeminiForConditionalGeneration
+    model = load_vlm(model_dir)
+    for name, tensor in aux_model.state_dict().items():
+        assert torch.equal(model.model.aux_tower.state_dict()[name], tensor), name
+
+
+def test_mini_gemini_freezing_and_gradient_flow_in_stage_one(built_mgm):
+    model = load_vlm(built_mgm[0])
+    counts = freeze_for_stage(model, "align")
+    mining = sum(p.numel() for p in model.model.patch_mining.parameters())
+    projector = sum(p.numel() for p in model.model.multi_modal_projector.parameters())
+    assert counts.trainable == mining + projector
+    image_id = model.config.image_token_index
+    input_ids = torch.cat([torch.full((2, 16), image_id), torch.randint(5, 50, (2, 6))], dim=1)
+    pixels = torch.randn(2, 3, 64, 64)  # the aux size; the model downsamples to the CLIP tower's 32
+    features = model.model.get_image_features(pixel_values=pixels).pooler_output
+    assert len(features) == 2 and features[0].shape == (16, 64)  # 4x4 low-res tokens, LLM width
+    labels = input_ids.clone()
+    labels[:, :16] = -100
+    model(input_ids=input_ids, pixel_values=pixels, labels=labels).loss.backward()
+    for name, p in model.named_parameters():
+        trains = name.startswith(("model.patch_mining", "model.multi_modal_projector"))
+        assert (p.grad is not None) == trains, name
+        if trains:
+            assert p.grad.abs().sum() > 0, name
+    counts = freeze_for_stage(model, "finetune")
+    llm = sum(p.numel() for p in model.model.language_model.parameters()) + model.lm_head.weight.numel()
+    assert counts.trainable == mining + projector + llm
+
+
+def test_mini_gemini_trains_stage_one_with_its_processor(built_mgm, caption_records, image_root, tmp_path):
+    config = defaults_for("align", global_batch_size=4, per_device_batch_size=2, max_steps=2, max_length=64,
+                          learning_rate=1e-2)
+    result = train_stage(built_mgm[0], caption_records, image_root, config, tmp_path)
+    before, after = load_file(built_mgm[0] / "model.safetensors"), load_file(tmp_path / "model.safetensors")
+    for name in before:
+        changed = not torch.equal(before[name], after[name])
+        assert changed == ("patch_mining" in name or "multi_modal_projector" in name), name
+    assert any("patch_mining" in name for name in before) and result.steps == 2

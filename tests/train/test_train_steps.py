@@ -1,0 +1,78 @@
+"""The train steps end to end on the small world: K seeds of stage 1, early abort, stage 2 for survivors."""
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+from safetensors.torch import load_file
+
+from bettersynth.steps.train import SELECTION_FILE, TrainPlan, select_seeds, train_align, train_finetune, train_model
+
+PLAN = {
+    "align": {"global_batch_size": 8, "per_device_batch_size": 4, "max_length": 64, "learning_rate": 1e-2},
+    "finetune": {"global_batch_size": 8, "per_device_batch_size": 8, "max_length": 96, "max_steps": 1},
+    "seed_selection": {"decide_after_steps": 1, "margin": 0.5},
+}
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory):
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "BETTERSYNTH_PARENT_RUN_ID"):
+            patch.delenv(name, raising=False)
+        mlflow.set_tracking_uri(uri)
+        yield uri
+    mlflow.set_tracking_uri(previous)
+
+
+def _plan(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(PLAN | changes))
+    return path
+
+
+def test_plan_rejects_unknown_selection_fields(tmp_path):
+    with pytest.raises(ValueError, match="plan.yaml: invalid training config"):
+        TrainPlan.load(_plan(tmp_path, seed_selection={"decide_after": 3}))
+
+
+def test_sweep_aborts_a_seed_and_survivors_match_a_straight_run(mlflow_store, small_world, pico_models, tmp_path):
+    dataset, base = small_world.seed_jsonl.parent, pico_models / "llava-base"
+    plan = _plan(tmp_path)
+    aligned = {seed: tmp_path / f"aligned{seed}" for seed in (0, 1)}
+    for seed, out in aligned.items():
+        result = train_align(dataset, "md5/ab.dir", base, plan, seed, out)
+        assert not result["completed"] and result["steps"] == 1
+    # Make seed 1 look hopeless, as a diverging run would.
+    curve = json.loads((aligned[1] / "curve.json").read_text())
+    curve["steps"][0]["loss"] += 10
+    (aligned[1] / "curve.json").write_text(json.dumps(curve))
+
+    selection = tmp_path / "selection"
+    assert select_seeds(list(aligned.values()), plan, selection) == [0]
+    assert json.loads((selection / SELECTION_FILE).read_text())["aborted"] == [1]
+    assert not (selection / "seed1").exists()
+    with pytest.raises(ValueError, match="no stage-1 state for seed 1"):
+        train_finetune(selection, 1, dataset, "md5/ab.dir", base, small_world.instruct_json, plan, tmp_path / "m1")
+
+    swept = train_finetune(selection, 0, dataset, "md5/ab.dir", base, small_world.instruct_json, plan, tmp_path / "m0")
+    straight = train_model(dataset, "md5/ab.dir", base, small_world.instruct_json, plan, 0, tmp_path / "straight")
+    assert swept["align_final_loss"] == straight["align_final_loss"]  # pausing for the decision changes nothing
+    a, b = load_file(tmp_path / "m0" / "model.safetensors"), load_file(tmp_path / "straight" / "model.safetensors")
+    assert all((a[n] == b[n]).all() for n in a)
+
+    client = MlflowClient()
+    runs = {r.info.run_name: r for r in client.search_runs(client.search_experiments()[0].experiment_id) if r.info.run_name}
+    decision = runs["select-seeds"]
+    assert decision.data.tags["seeds.survivors"] == "0" and decision.data.tags["seeds.aborted"] == "1"
+    assert len(client.get_metric_history(decision.info.run_id, "seed1/align_loss")) == 1
+    train = runs["train-seed0"]
+    history = client.get_metric_history(train.info.run_id, "align/loss")
+    assert sorted(m.step for m in history) == list(range(1, len(history) + 1)) and len(history) >= 2
+    assert train.data.tags["dataset.hash"] == "md5/ab.dir"
