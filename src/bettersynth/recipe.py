@@ -31,16 +31,31 @@ from pydantic import ValidationError
 
 from bettersynth.ops import OPERATORS, OpConfig, OpContext, Operator
 
-# Top-level keys of Data-Juicer configs: accepted and kept, but they do not change what we run.
+# Top-level keys of Data-Juicer configs that do not change what we compute: accepted and kept.
+# (np, executor settings and caching knobs are the engine's business here.)
 DATA_JUICER_KEYS = frozenset(
     {
         "project_name", "dataset_path", "export_path", "np", "executor_type", "work_dir",
         "text_keys", "image_key", "image_special_token", "eoc_special_token", "suffixes",
         "use_cache", "ds_cache_dir", "cache_compress", "use_checkpoint", "open_tracer",
         "trace_num", "op_fusion", "export_shard_size", "keep_stats_in_res_ds",
-        "keep_hashes_in_res_ds", "open_monitor", "add_suffix",
+        "keep_hashes_in_res_ds", "open_monitor", "add_suffix", "skip_op_error", "turbo",
     }
 )
+# Data-Juicer keys we accept only at the value that matches our data format.
+DATA_JUICER_FIXED = {
+    "text_keys": ("text", ["text"]),
+    "image_key": ("images",),
+    "image_special_token": ("<__dj__image>",),
+    "eoc_special_token": ("<|__dj__eoc|>",),
+    "executor_type": ("default", "local"),
+}
+# Per-op Data-Juicer options about resources and batching: the engine decides these, so they are dropped.
+OP_RUNTIME_KEYS = frozenset(
+    {"accelerator", "num_proc", "mem_required", "cpu_required", "gpu_required", "batch_size", "turbo",
+     "skip_op_error", "memory", "num_cpus", "num_gpus", "runtime_np", "work_dir", "index_key"}
+)
+OP_FIXED = {"text_key": ("text",), "image_key": ("images",)}
 
 
 @dataclass(frozen=True)
@@ -72,18 +87,33 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<recipe>") -> "Recipe":
+        """Validate the whole recipe, then raise once listing every problem found."""
         if not isinstance(data, dict):
             raise ValueError(f"{source}: a recipe must be a mapping with a 'process' list")
+        problems = []
         unknown = set(data) - {"name", "process"} - DATA_JUICER_KEYS
         if unknown:
-            raise ValueError(f"{source}: unknown top-level key(s) {sorted(unknown)}; expected 'name', 'process' or Data-Juicer keys")
+            problems.append(f"unknown top-level key(s) {sorted(unknown)}; expected 'name', 'process' or Data-Juicer keys")
+        for key, allowed in DATA_JUICER_FIXED.items():
+            if key in data and data[key] not in allowed:
+                problems.append(f"Data-Juicer option {key}={data[key]!r} is not supported (only {allowed[0]!r})")
         name = data.get("name")
         if name is not None and not isinstance(name, str):
-            raise ValueError(f"{source}: field 'name' must be a string")
+            problems.append("field 'name' must be a string")
         process = data.get("process")
+        ops = []
         if not isinstance(process, list) or not process:
-            raise ValueError(f"{source}: field 'process' must be a non-empty list of operators")
-        ops = [_parse_op(entry, i, source) for i, entry in enumerate(process)]
+            problems.append("field 'process' must be a non-empty list of operators")
+        else:
+            for i, entry in enumerate(process):
+                try:
+                    ops.append(_parse_op(entry, i, source))
+                except ValueError as exc:
+                    problems.append(str(exc).removeprefix(f"{source}: "))
+        if len(problems) == 1:
+            raise ValueError(f"{source}: {problems[0]}")
+        if problems:
+            raise ValueError(f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
         extra = {k: v for k, v in data.items() if k in DATA_JUICER_KEYS}
         return cls(ops=ops, name=name, extra=extra, source=source)
 
@@ -136,6 +166,10 @@ def _parse_op(entry: Any, index: int, source: str) -> OpSpec:
         params = {}
     if not isinstance(params, dict):
         raise ValueError(f"{where} {op_name!r}: parameters must be a mapping, got {type(params).__name__}")
+    unsupported = [f"{k}={v!r}" for k, v in params.items() if k in OP_FIXED and v not in OP_FIXED[k]]
+    if unsupported:
+        raise ValueError(f"{where} {op_name!r}: Data-Juicer option(s) {', '.join(unsupported)} not supported (text is 'text', images are 'images')")
+    params = {k: v for k, v in params.items() if k not in OP_RUNTIME_KEYS and k not in OP_FIXED}
     try:
         config = op_cls.Config(**{str(k): v for k, v in params.items()})
     except ValidationError as exc:

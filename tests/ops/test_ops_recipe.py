@@ -85,3 +85,27 @@ def test_ops_recipe_errors_name_file_op_and_field(tmp_path, text, expected):
 def test_ops_recipe_op_without_params():
     recipe = Recipe.from_dict({"process": ["words_num_filter", {"words_num_filter": None}]})
     assert recipe.ops[0].config.min_num == 10 and recipe.ops[1].config.min_num == 10
+
+
+def test_ops_recipe_data_juicer_recipe_as_is():
+    recipe = Recipe.from_dict({
+        "project_name": "p", "dataset_path": "in.jsonl", "export_path": "out.jsonl", "np": 28, "text_keys": "text",
+        "process": [
+            {"image_text_similarity_filter": {"hf_clip": "clip", "min_score": 0.32, "mem_required": "1500MB", "accelerator": "cuda", "num_proc": 4}},
+            {"image_shape_filter": {"min_width": 100, "batch_size": 1000}},
+        ],
+    })
+    assert recipe.ops[0].config.min_score == 0.32 and recipe.ops[1].config.min_width == 100
+
+
+def test_ops_recipe_unsupported_options_in_one_error():
+    with pytest.raises(ValueError) as err:
+        Recipe.from_dict({
+            "text_keys": "caption", "image_key": "image",
+            "process": [{"words_num_filter": {"text_key": "caption"}}, {"image_txt_similarity_filter": {}}, {"words_num_filter": {"min_nu": 1}}],
+        }, source="dj.yaml")
+    message = str(err.value)
+    assert message.startswith("dj.yaml: 5 problems")
+    for part in ["text_keys='caption'", "image_key='image'", "process[0]", "text_key='caption'", "process[1]",
+                 "did you mean 'image_text_similarity_filter'", "process[2]", "'min_nu'"]:
+        assert part in message, (part, message)

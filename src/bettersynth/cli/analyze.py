@@ -13,6 +13,8 @@ def run(args: argparse.Namespace) -> int:
     from bettersynth.analyze import analyze_recipe
     from bettersynth.recipe import Recipe
 
+    if not args.recipe:
+        raise SystemExit("analyze: a recipe YAML is required, e.g. bettersynth analyze recipe.yaml --input data.jsonl")
     recipe = Recipe.load(args.recipe)
     input_jsonl = Path(args.input or recipe.extra.get("dataset_path") or "")
     if not input_jsonl.is_file():
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("analyze", help="stats of a recipe's filters, without filtering (like dj-analyze)")
-    parser.add_argument("recipe", help="recipe YAML (Data-Juicer style)")
+    parser.add_argument("recipe", nargs="?", help="recipe YAML (Data-Juicer style)")
     parser.add_argument("--input", help="Data-Juicer jsonl (default: the recipe's dataset_path)")
     parser.add_argument("--dataset-root", help="folder image paths are relative to (default: the jsonl's folder)")
     parser.add_argument("--out", default="analysis", help="output folder")

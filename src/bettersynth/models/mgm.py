@@ -23,10 +23,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import LlavaConfig, LlavaForConditionalGeneration
+from transformers import AutoModel, LlavaConfig, LlavaForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.llava.modeling_llava import LlavaModel, LlavaMultiModalProjector, LlavaPreTrainedModel
-from transformers import AutoModel
 
 from bettersynth.models.aux_tower import AuxTowerSpec, build_aux_tower
 from bettersynth.models.mining import PatchInfoMining

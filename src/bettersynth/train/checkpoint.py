@@ -118,8 +118,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     return state
 
 
-def check_resumable(path: Path, config: dict[str, Any], total_steps: int) -> None:
-    """Refuse to resume a checkpoint written under different settings (naming them)."""
+def check_resumable(path: Path, config: dict[str, Any], total_steps: int) -> int:
+    """The step to resume at; refuses a checkpoint written under different settings (naming them)."""
     state = json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8"))
     saved = state["config"]
     changed = sorted(k for k in saved.keys() | config.keys() if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
@@ -128,6 +128,7 @@ def check_resumable(path: Path, config: dict[str, Any], total_steps: int) -> Non
         raise ValueError(f"checkpoint {path} was written with other settings ({details}); use a fresh checkpoint_dir")
     if state["total_steps"] != total_steps:
         raise ValueError(f"checkpoint {path} planned {state['total_steps']} steps, this run {total_steps}: the data changed")
+    return int(state["step"])
 
 
 def _rng_state() -> dict[str, Any]:

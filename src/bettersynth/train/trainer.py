@@ -31,7 +31,6 @@ from torch.utils.data import DataLoader
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from bettersynth.models import load_vlm
-from bettersynth.train.checkpoint import STATE_FILE as CKPT_STATE_FILE
 from bettersynth.train.checkpoint import TrainerState, check_resumable, latest_checkpoint, load_checkpoint, save_checkpoint
 from bettersynth.train.config import StageConfig, resolve_dtype
 from bettersynth.train.data import IGNORE_INDEX, LlavaCollator, LlavaDataset
@@ -126,11 +125,7 @@ def train_stage(
     warmup_steps = warmup_steps_for(total_steps, config.warmup_ratio)
     state = TrainerState(0, total_steps, warmup_steps, [], 0, config.model_dump())
     resume_from = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    if resume_from is not None:
-        check_resumable(resume_from, state.config, total_steps)
-        start = TrainerState(**json.loads((resume_from / CKPT_STATE_FILE).read_text(encoding="utf-8"))).step
-    else:
-        start = 0
+    start = check_resumable(resume_from, state.config, total_steps) if resume_from is not None else 0
     # The data position is the step index into the plan: the loader starts at the first step not yet taken.
     loader = DataLoader(
         dataset,
