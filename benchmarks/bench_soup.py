@@ -144,6 +144,7 @@ def main() -> None:
     if args.mode:
         run_mode(args.mode, args.paths, args.out, args.threads)
         return
+    load_before = os.getloadavg()[0]
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-soup-"))
     root.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -166,13 +167,14 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(root, ignore_errors=True)
     text = table(rows, args.size_mb)
+    load = f"1-min load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     print(text)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(
             f"# Model soups: streamed vs naive\n\n`python benchmarks/bench_soup.py --size-mb {args.size_mb} "
             f"--counts {' '.join(map(str, args.counts))} --repeats {args.repeats} --threads {args.threads}`\n\n"
-            f"Machine: {machine()}.\n\nCheckpoints: {args.size_mb} MiB each, fp32 random weights (4 MiB tensors) "
+            f"Machine: {machine()}; {load}.\n\nCheckpoints: {args.size_mb} MiB each, fp32 random weights (4 MiB tensors) "
             "plus an int64 buffer; warm page cache. Peaks are VmHWM minus the RSS after imports (same imports in "
             "every mode); the last column is the absolute VmHWM. Times are the best, peaks the worst, of "
             f"{args.repeats} runs, each in a fresh interpreter.\n\n{text}\n"

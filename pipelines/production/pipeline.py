@@ -1,5 +1,5 @@
 """The production pipeline: shard → (filter → caption) per shard in parallel → merge → version →
-train K seeds → evaluate → soup → evaluate → register → promote.
+train K seeds (early abort) → evaluate → soup → evaluate → register → promote.
 
 Same steps and components as the data-centric loop, with the data steps fanned
 out over a ``dsl.ParallelFor`` so a large seed set scores and re-captions on
@@ -27,7 +27,9 @@ from components.promote_model.component import promote_model
 from components.register_model.component import register_model
 from components.shard_dataset.component import shard_dataset
 from components.soup_models.component import soup_models
-from components.train_model.component import train_model
+from components.select_seeds.component import select_seeds
+from components.train_align.component import train_align
+from components.train_finetune.component import train_finetune
 from components.version_dataset.component import version_dataset
 
 PIPELINE_NAME = "bettersynth-production"
@@ -130,12 +132,27 @@ def build_pipeline(profile: ClusterProfile, soup_methods: Sequence[str] = ("unif
         ).set_display_name("version-dataset")
         versioned.set_caching_options(False)  # it writes to the DVC remote: a side effect KFP can't see
 
+        # Stage 1 runs for every seed up to the early-abort decision; only survivors finetune
+        # (the same training steps as the data-centric loop).
         registrations = []
         with dsl.ParallelFor(seeds, parallelism=train_parallelism) as seed:
-            trained = place(
-                train_model(
+            aligned = place(
+                train_align(
                     dataset=merged.outputs["merged"], dataset_pointer=versioned.outputs["pointer"],
-                    base_model=base_model, instruct_data=instruct_data, train_config=train_config, seed=seed,
+                    base_model=base_model, train_config=train_config, seed=seed,
+                ),
+                profile, "train",
+            ).set_display_name("train-align")
+        selected = place(
+            select_seeds(aligned=dsl.Collected(aligned.outputs["aligned"]), train_config=train_config),
+            profile, "select-seeds",
+        ).set_display_name("select-seeds")
+        with dsl.ParallelFor(selected.outputs["Output"], parallelism=train_parallelism) as survivor:
+            trained = place(
+                train_finetune(
+                    selection=selected.outputs["selection"], dataset=merged.outputs["merged"],
+                    dataset_pointer=versioned.outputs["pointer"], base_model=base_model,
+                    instruct_data=instruct_data, train_config=train_config, seed=survivor,
                 ),
                 profile, "train",
             ).set_display_name("train")

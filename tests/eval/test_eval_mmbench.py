@@ -185,3 +185,14 @@ def test_eval_mmbench_large_image_cell(tmp_path: Path, mmbench_rows) -> None:
     assert len(mmbench_rows[0]["image"]) > 131072  # csv's default field size limit
     rows = load_mmbench(write_tsv(tmp_path / "m.tsv", mmbench_rows))
     assert rows[0].image == buffer.getvalue()
+
+
+def test_xlsx_submission_drops_control_characters_a_model_may_emit(tmp_path):
+    from openpyxl import load_workbook
+
+    from bettersynth.eval.mmbench import _write_xlsx
+
+    path = tmp_path / "submission.xlsx"
+    _write_xlsx(path, ["index", "prediction"], [[1, "B\x00\x07 cat\x1b"], [2, ""]])
+    rows = list(load_workbook(path).active.iter_rows(values_only=True))
+    assert rows == [("index", "prediction"), (1, "B cat"), (2, None)]

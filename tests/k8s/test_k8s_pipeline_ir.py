@@ -17,7 +17,7 @@ PROFILES = ("gke", "eks", "generic")
 STEPS = {
     "plan-shards": "plan-shards", "shard-dataset": "shard-dataset", "filter-dataset": "filter",
     "caption-dataset": "caption", "merge-datasets": "merge-datasets", "version-dataset": "version-dataset",
-    "train-model": "train", "evaluate-model": "evaluate", "soup-models": "soup", "register-model": "register-model",
+    "train-align": "train", "train-finetune": "train", "select-seeds": "select-seeds", "evaluate-model": "evaluate", "soup-models": "soup", "register-model": "register-model",
     "promote-model": "promote-model",
 }
 

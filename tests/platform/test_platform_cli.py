@@ -5,7 +5,7 @@ from bettersynth.cli.main import COMMANDS, build_parser, main
 
 def test_every_command_group_registers():
     parser = build_parser()
-    subcommand = {"data": ["checkout", "x"], "algebra": ["cap", "src", "--n", "1", "--out", "o"]}
+    subcommand = {"data": ["checkout", "x"], "algebra": ["cap", "src", "--n", "1", "--out", "o"], "analyze": ["r.yaml"]}
     for name in COMMANDS:
         assert parser.parse_known_args([name, *subcommand.get(name, [])])[0].command == name
 

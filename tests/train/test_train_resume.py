@@ -114,6 +114,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch + transformers: ~15 s
 def test_sigkilled_process_resumes_bit_identical(uninterrupted, llava_dir, caption_records, image_root, tmp_path):
     records = tmp_path / "records.json"
     records.write_text(json.dumps(caption_records))

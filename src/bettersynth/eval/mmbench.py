@@ -218,14 +218,22 @@ class MMBench(Benchmark):
 def _write_xlsx(path: Path, header: list[str], table: list[list]) -> None:
     try:
         from openpyxl import Workbook
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
     except ImportError:
         raise ValueError(f"{path.name}: writing .xlsx needs the openpyxl package; use .tsv instead") from None
+
+    def cell(value):
+        # Empty cells stay empty, as pandas writes NaN; control characters a model may
+        # emit cannot be stored in .xlsx and are dropped (pandas' writer would fail on them).
+        if value == "":
+            return None
+        return ILLEGAL_CHARACTERS_RE.sub("", value) if isinstance(value, str) else value
+
     book = Workbook()
     sheet = book.active
     sheet.append(header)
     for row in table:
-        # Empty cells stay empty, as pandas writes NaN; everything else verbatim.
-        sheet.append([None if value == "" else value for value in row])
+        sheet.append([cell(value) for value in row])
     book.save(path)
 
 
