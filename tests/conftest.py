@@ -13,6 +13,20 @@ SMALL_WORLD = WorldConfig(
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_score_cache(tmp_path_factory):
+    """Tests never read or write the user's score cache under ~/.cache."""
+    import os
+
+    previous = os.environ.get("BETTERSYNTH_CACHE_DIR")
+    os.environ["BETTERSYNTH_CACHE_DIR"] = str(tmp_path_factory.mktemp("score-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("BETTERSYNTH_CACHE_DIR", None)
+    else:
+        os.environ["BETTERSYNTH_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory):
     from bettersynth.demo.world import build_world

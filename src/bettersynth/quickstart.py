@@ -142,6 +142,7 @@ def run_quickstart(config: QuickstartConfig) -> RunSummary:
     )
     with mlflow.start_run(run_name="quickstart", experiment_id=experiment_id) as parent:
         mlflow.log_params({k: v for k, v in arguments.items() if not isinstance(v, list)} | {"seeds": config.seeds})
+        os.environ.setdefault("BETTERSYNTH_CACHE_DIR", str(workspace / ".cache" / "scores"))
         os.environ.update({
             "MLFLOW_TRACKING_URI": tracking_uri,
             "MLFLOW_EXPERIMENT_ID": experiment_id,
