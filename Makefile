@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3.11
 BIN := $(VENV)/bin
 
-.PHONY: setup quickstart test test-slow compile clean
+.PHONY: setup quickstart test test-slow compile compare image bench-soup bench-ops clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,24 @@ test-slow: setup
 
 compile: setup
 	$(BIN)/bettersynth compile --output data_centric_loop.yaml
+
+compare: setup
+	$(BIN)/bettersynth compare --chart compare.png
+
+IMAGE_TAG ?= 0.1.0
+REGISTRY ?=
+image:
+	@command -v docker >/dev/null || { echo "make image needs Docker with BuildKit"; exit 1; }
+	DOCKER_BUILDKIT=1 docker build -f docker/Dockerfile.gpu -t $(REGISTRY)bettersynth-gpu:$(IMAGE_TAG) .
+	DOCKER_BUILDKIT=1 docker build -f docker/Dockerfile.cpu -t $(REGISTRY)bettersynth-cpu:$(IMAGE_TAG) .
+	DOCKER_BUILDKIT=1 docker build -f docker/Dockerfile.mlflow -t $(REGISTRY)bettersynth-mlflow:$(IMAGE_TAG) .
+
+bench-soup: setup
+	$(BIN)/python benchmarks/bench_soup.py --size-mb 256 --counts 2 4 8 --markdown benchmarks/results/soup.md
+
+# DJ_PYTHON: a separate venv with py-data-juicer 1.6.1 (see benchmarks/README.md); without it DJ is skipped.
+bench-ops: setup
+	$(BIN)/python benchmarks/bench_ops.py --samples 300 --rounds 3 $(if $(DJ_PYTHON),--dj-python $(DJ_PYTHON))
 
 clean:
 	rm -rf local_outputs mlruns mlflow.db models data/demo data/variants .dvc-remote .dvc/cache

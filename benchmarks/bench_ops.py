@@ -66,7 +66,7 @@ def build_clip_b32(out_dir: Path, texts: list[str]) -> Path:
     if (out_dir / "config.json").exists():
         return out_dir
     torch.manual_seed(0)
-    tokenizer = train_clip_tokenizer(texts, vocab_size=2000)
+    tokenizer = train_clip_tokenizer(texts)
     config = CLIPConfig(
         text_config=dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     )

@@ -35,7 +35,7 @@ def compiled(tmp_path_factory):
     return profile, *_compile(tmp_path_factory.mktemp("ir"), profile)
 
 
-@pytest.mark.parametrize("component", ["filter-dataset", "caption-dataset", "train-model", "evaluate-model", "soup-models"])
+@pytest.mark.parametrize("component", ["filter-dataset", "caption-dataset", "train-align", "train-finetune", "evaluate-model", "soup-models"])
 def test_gpu_steps_request_gpus_and_tolerate_the_taint(compiled, component):
     profile, pipeline_spec, platform_spec = compiled
     executors = _task_executor(pipeline_spec, component)
@@ -63,7 +63,7 @@ def test_node_selector_comes_from_the_profile(tmp_path):
     profile.pools["gpu"].node_selector = {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
     _, platform_spec = _compile(tmp_path, profile)
     k8s = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    train = next(v for k, v in k8s.items() if k.startswith("exec-train-model"))
+    train = next(v for k, v in k8s.items() if k.startswith("exec-train-finetune"))
     assert train["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
 
 
