@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3.11
 BIN := $(VENV)/bin
 
-.PHONY: setup quickstart test test-slow compile compare image bench-soup bench-ops clean
+.PHONY: setup quickstart test test-slow compile compare image bench-soup bench-ops bench-train clean
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,10 @@ bench-soup: setup
 # DJ_PYTHON: a separate venv with py-data-juicer 1.6.1 (see benchmarks/README.md); without it DJ is skipped.
 bench-ops: setup
 	$(BIN)/python benchmarks/bench_ops.py --samples 300 --rounds 3 $(if $(DJ_PYTHON),--dj-python $(DJ_PYTHON))
+
+bench-train: setup
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/bench_train.py --samples 192 --repeats 5 --markdown benchmarks/results/train.md
 
 clean:
 	rm -rf local_outputs mlruns mlflow.db models data/demo data/variants .dvc-remote .dvc/cache

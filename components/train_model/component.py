@@ -31,5 +31,7 @@ def train_model(
     from bettersynth.versioning import pointer_hash
 
     dataset_hash = pointer_hash(Path(dataset_pointer.path))
-    result = run(Path(dataset.path), dataset_hash, Path(base_model), Path(instruct_data), Path(train_config), seed, Path(model.path))
+    result = run(Path(dataset.path), dataset_hash, Path(base_model), Path(instruct_data), Path(train_config), seed, Path(model.path),
+                 dataset_remote=str(dataset_pointer.metadata.get("remote_url", "")),
+                 dataset_name=str(dataset_pointer.metadata.get("variant", "")))
     model.metadata.update({**result, "dataset_hash": dataset_hash, "seed": seed, "kind": "finetune", "label": f"seed{seed}"})

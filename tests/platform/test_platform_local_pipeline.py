@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from bettersynth.demo.world import WorldConfig
 from bettersynth.quickstart import QuickstartConfig, run_quickstart
 from bettersynth.summary import format_summary
-from bettersynth.tracking import STEP_TAG
+from bettersynth.tracking import STEP_TAG, dvc_dataset_inputs
 from bettersynth.versioning import directory_hash, restore_variant
 
 TINY = WorldConfig(n_seed_samples=40, n_instruct=16, n_textvqa=6, n_mmbench=4, n_heldout_textvqa=4, n_heldout_mmbench=3)
@@ -47,6 +47,8 @@ def test_every_step_is_a_nested_mlflow_run(run):
         assert expected in steps
     train = next(r for r in children if r.data.tags[STEP_TAG] == "train-seed0")
     assert train.data.tags["dataset.hash"].endswith(".dir")
+    (dataset_input,) = dvc_dataset_inputs(client.get_run(train.info.run_id))
+    assert dataset_input["dataset_hash"] == train.data.tags["dataset.hash"]
     history = client.get_metric_history(train.info.run_id, "align/loss")
     assert len(history) >= 1 and all(m.step >= 0 for m in history)
 

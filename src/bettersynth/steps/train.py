@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bettersynth.data.jsonl import read_jsonl
 from bettersynth.data.llava import dj_to_llava
 from bettersynth.data.sample import Sample
-from bettersynth.tracking import step_run
+from bettersynth.tracking import log_dataset_input, step_run
 from bettersynth.train import StageConfig, train_stage
 from bettersynth.train.checkpoint import latest_checkpoint
 from bettersynth.train.seeds import SeedSelection, select_seeds as decide
@@ -156,6 +156,8 @@ def train_finetune(
     instruct_json: Path,
     plan_path: Path,
     out_dir: Path,
+    dataset_remote: str = "",
+    dataset_name: str = "",
 ) -> dict:
     """Finish stage 1 of a surviving seed from its decision checkpoint, then run stage 2 into ``out_dir``."""
     plan = TrainPlan.load(plan_path)
@@ -166,6 +168,7 @@ def train_finetune(
     tags = {"dataset.hash": dataset_hash, "train.seed": str(seed)}
     params = _params(plan, seed, dataset_hash, base_model, len(records))
     with step_run(f"train-seed{seed}", params=params, tags=tags) as run, tempfile.TemporaryDirectory() as scratch:
+        _log_dataset(dataset_hash, dataset_remote, dataset_name, len(records))
         for row in json.loads((aligned / CURVE_FILE).read_text())["steps"]:  # the whole stage-1 curve in this run
             mlflow.log_metrics({f"align/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
         if (aligned / "model").is_dir():
@@ -179,6 +182,12 @@ def train_finetune(
             stage1_dir, align_loss = stage1.out_dir, stage1.losses[-1]
         return _finetune(plan, seed, stage1_dir, align_loss, Path(instruct_json), dataset_hash, Path(scratch),
                          Path(out_dir), run.info.run_id)
+
+
+def _log_dataset(dataset_hash: str, remote_url: str, name: str, n_samples: int) -> None:
+    """The run's pretraining data as an MLflow dataset input sourced from the DVC remote (when known)."""
+    if remote_url:
+        log_dataset_input(dataset_hash, remote_url, name, path=f"data/variants/{name}", n_samples=n_samples)
 
 
 def _finetune(plan: TrainPlan, seed: int, stage1_dir: Path, align_loss: float | None, instruct_json: Path,
@@ -204,6 +213,8 @@ def train_model(
     plan_path: Path,
     seed: int,
     out_dir: Path,
+    dataset_remote: str = "",
+    dataset_name: str = "",
 ) -> dict:
     """Train stage 1 on the variant and stage 2 on the fixed instruction set into ``out_dir`` (one seed).
 
@@ -214,6 +225,7 @@ def train_model(
     tags = {"dataset.hash": dataset_hash, "train.seed": str(seed)}
     params = _params(plan, seed, dataset_hash, base_model, len(records))
     with step_run(f"train-seed{seed}", params=params, tags=tags) as run, tempfile.TemporaryDirectory() as scratch:
+        _log_dataset(dataset_hash, dataset_remote, dataset_name, len(records))
         stage1 = train_stage(Path(base_model), records, Path(dataset_dir), plan.stage("align", seed),
                              Path(scratch) / "align", on_step=_log_step("align"),
                              checkpoint_dir=plan.checkpoint_dir(Path(scratch), dataset_hash, seed, "align"))

@@ -114,7 +114,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         for name, param in trainable.items():
             param.copy_(saved[name])
     optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
-    _set_rng_state(torch.load(path / RNG_FILE, map_location="cpu", weights_only=False))
+    _set_rng_state(torch.load(path / RNG_FILE, map_location="cpu", weights_only=True))  # never unpickle code
     return state
 
 
