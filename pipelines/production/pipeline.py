@@ -19,18 +19,11 @@ from kfp.dsl import Dataset
 
 from bettersynth.placement import ClusterProfile, place
 from components.caption_dataset.component import caption_dataset
-from components.evaluate_model.component import evaluate_model
 from components.filter_dataset.component import filter_dataset
 from components.merge_datasets.component import merge_datasets
 from components.plan_shards.component import plan_shards
-from components.promote_model.component import promote_model
-from components.register_model.component import register_model
 from components.shard_dataset.component import shard_dataset
-from components.soup_models.component import soup_models
-from components.select_seeds.component import select_seeds
-from components.train_align.component import train_align
-from components.train_finetune.component import train_finetune
-from components.version_dataset.component import version_dataset
+from pipelines.stages import model_steps
 
 PIPELINE_NAME = "bettersynth-production"
 DATA_PIPELINE_NAME = "bettersynth-sharded-data"
@@ -126,66 +119,11 @@ def build_pipeline(profile: ClusterProfile, soup_methods: Sequence[str] = ("unif
             profile, parallelism, seed_dataset, filter_recipe, caption_recipe, model_root, num_shards, caption_fraction,
             fingerprint_mode,
         )
-        versioned = place(
-            version_dataset(dataset=merged.outputs["merged"], workspace=workspace, variant=variant),
-            profile, "version-dataset",
-        ).set_display_name("version-dataset")
-        versioned.set_caching_options(False)  # it writes to the DVC remote: a side effect KFP can't see
-
-        # Stage 1 runs for every seed up to the early-abort decision; only survivors finetune
-        # (the same training steps as the data-centric loop).
-        registrations = []
-        with dsl.ParallelFor(seeds, parallelism=train_parallelism) as seed:
-            aligned = place(
-                train_align(
-                    dataset=merged.outputs["merged"], dataset_pointer=versioned.outputs["pointer"],
-                    base_model=base_model, train_config=train_config, seed=seed,
-                ),
-                profile, "train",
-            ).set_display_name("train-align")
-        selected = place(
-            select_seeds(aligned=dsl.Collected(aligned.outputs["aligned"]), train_config=train_config),
-            profile, "select-seeds",
-        ).set_display_name("select-seeds")
-        with dsl.ParallelFor(selected.outputs["Output"], parallelism=train_parallelism) as survivor:
-            trained = place(
-                train_finetune(
-                    selection=selected.outputs["selection"], dataset=merged.outputs["merged"],
-                    dataset_pointer=versioned.outputs["pointer"], base_model=base_model,
-                    instruct_data=instruct_data, train_config=train_config, seed=survivor,
-                ),
-                profile, "train",
-            ).set_display_name("train")
-            scored = place(
-                evaluate_model(model=trained.outputs["model"], textvqa_dir=textvqa_dir, mmbench_tsv=mmbench_tsv),
-                profile, "evaluate",
-            ).set_display_name("evaluate")
-            registrations.append(place(
-                register_model(model=trained.outputs["model"], scores=scored.outputs["scores"], name=registered_model),
-                profile, "register-model",
-            ).set_display_name("register"))
-
-        for method in soup_methods:
-            souped = place(
-                soup_models(
-                    models=dsl.Collected(trained.outputs["model"]), method=method,
-                    heldout_textvqa_dir=heldout_textvqa_dir, heldout_mmbench_tsv=heldout_mmbench_tsv,
-                ),
-                profile, "soup",
-            ).set_display_name(f"soup-{method}")
-            soup_scores = place(
-                evaluate_model(model=souped.outputs["soup"], textvqa_dir=textvqa_dir, mmbench_tsv=mmbench_tsv),
-                profile, "evaluate",
-            ).set_display_name(f"evaluate-soup-{method}")
-            registrations.append(place(
-                register_model(model=souped.outputs["soup"], scores=soup_scores.outputs["scores"], name=registered_model),
-                profile, "register-model",
-            ).set_display_name(f"register-soup-{method}"))
-
-        promoted = place(promote_model(name=registered_model), profile, "promote-model").set_display_name("promote")
-        for registration in registrations:
-            promoted.after(registration)
-        for task in registrations + [promoted]:
-            task.set_caching_options(False)  # registry writes are side effects
+        model_steps(
+            profile, merged.outputs["merged"], workspace=workspace, variant=variant, base_model=base_model,
+            instruct_data=instruct_data, train_config=train_config, textvqa_dir=textvqa_dir, mmbench_tsv=mmbench_tsv,
+            heldout_textvqa_dir=heldout_textvqa_dir, heldout_mmbench_tsv=heldout_mmbench_tsv, seeds=seeds,
+            registered_model=registered_model, soup_methods=soup_methods, train_parallelism=train_parallelism,
+        )
 
     return production
