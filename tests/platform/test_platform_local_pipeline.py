@@ -60,6 +60,9 @@ def test_models_have_scores_and_a_champion(run):
     for row in summary.models:
         assert 0.0 <= row["textvqa"] <= 100.0 and 0.0 <= row["mmbench_circular"] <= 100.0
     assert len(summary.registry) == 4
+    version = MlflowClient().get_model_version("bettersynth-vlm", summary.aliases["champion"])
+    assert version.tags["recipe.name"] == "quickstart-filter,quickstart-recaption"
+    assert len(version.tags["recipe.hash"].split(",")) == 2 and version.tags["pipeline.run"] == summary.parent_run_id
     scores = {r["version"]: float(r["score"]) for r in summary.registry}
     assert scores[summary.aliases["candidate"]] == max(scores.values())  # ties: any of the best
     assert summary.aliases["champion"] == summary.aliases["candidate"]  # first run: nothing to beat

@@ -65,12 +65,36 @@ def register_version(name: str, source_run_id: str, metrics: dict[str, float], t
     except MlflowException:
         pass  # already registered
     with step_run(f"register-{tags.get('kind', 'model')}", params={"model.name": name, "source_run": source_run_id}):
-        all_tags = {**tags, SCORE_TAG: f"{ranking_score(metrics):.6f}", "pipeline.run": pipeline_run_id()}
+        pipeline_run = pipeline_run_id()
+        all_tags = {**recipe_tags(client, pipeline_run), **tags}
+        all_tags |= {SCORE_TAG: f"{ranking_score(metrics):.6f}", "pipeline.run": pipeline_run}
         all_tags |= {f"{METRIC_TAG_PREFIX}{k}": f"{v:.6f}" for k, v in metrics.items()}
         source = f"{client.get_run(source_run_id).info.artifact_uri}/checkpoint"
         version = client.create_model_version(name, source=source, run_id=source_run_id, tags=all_tags)
         mlflow.set_tags({"model.name": name, "model.version": version.version})
     return str(version.version)
+
+
+def recipe_tags(client: MlflowClient, pipeline_run: str) -> dict[str, str]:
+    """``recipe.hash`` / ``recipe.name``: the recipes of the data steps of the same pipeline run, in step order.
+
+    Why look them up: a model's lineage is the whole cleaning chain (filter, then
+    caption, ...), and each data step logged its own recipe in its run.
+    """
+    if not pipeline_run:
+        return {}
+    parent = client.get_run(pipeline_run)
+    steps = client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{pipeline_run}' and tags.`recipe.hash` != ''",
+        order_by=["attributes.start_time ASC"],
+    )
+    if not steps:
+        return {}
+    return {
+        "recipe.hash": ",".join(run.data.tags["recipe.hash"] for run in steps),
+        "recipe.name": ",".join(run.data.params.get("recipe.name", "") for run in steps),
+    }
 
 
 def version_score(version, metric: str = SCORE_TAG) -> float | None:
