@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
     )
     summary = run_quickstart(config)
-    print(format_summary(summary, config.registered_model))
+    print("\n" + format_summary(summary, config.registered_model))
     return 0
 
 
