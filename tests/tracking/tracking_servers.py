@@ -48,7 +48,7 @@ def _process(args: list[str], log: Path, health_url: str) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 15)  # the group this session started: the server and its workers
+            os.killpg(process.pid, 15)  # the process group started for the server and its workers
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
