@@ -46,3 +46,20 @@ def pico_models(tmp_path_factory, small_world) -> Path:
     build_tiny_captioner(root / "captioner", texts)
     build_tiny_llava(root / "llava-base", texts)
     return root
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory):
+    """A throwaway MLflow store for the steps (and kfp.local subprocesses) to log into."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "BETTERSYNTH_PARENT_RUN_ID"):
+            patch.delenv(name, raising=False)
+        mlflow.set_tracking_uri(uri)
+        mlflow.MlflowClient().search_experiments()  # create the tables now, not racing in parallel steps
+        yield uri
+    mlflow.set_tracking_uri(previous)

@@ -40,20 +40,3 @@ def textvqa_files(tmp_path: Path) -> tuple[Path, Path, Path]:
     for k, image_id in enumerate(["img0", "img1"]):
         Image.new("RGB", (40, 30), (50 * k, 100, 200)).save(image_dir / f"{image_id}.jpg")
     return questions, annotations, image_dir
-
-
-@pytest.fixture(scope="module")
-def mlflow_store(tmp_path_factory):
-    """A throwaway MLflow store for the steps (and kfp.local subprocesses) to log into."""
-    import mlflow
-
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "BETTERSYNTH_PARENT_RUN_ID"):
-            patch.delenv(name, raising=False)
-        mlflow.set_tracking_uri(uri)
-        mlflow.MlflowClient().search_experiments()  # create the tables now, not racing in parallel steps
-        yield uri
-    mlflow.set_tracking_uri(previous)

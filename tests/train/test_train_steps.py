@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import mlflow
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -16,19 +15,6 @@ PLAN = {
     "finetune": {"global_batch_size": 8, "per_device_batch_size": 8, "max_length": 96, "max_steps": 1},
     "seed_selection": {"decide_after_steps": 1, "margin": 0.5},
 }
-
-
-@pytest.fixture(scope="module")
-def mlflow_store(tmp_path_factory):
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "BETTERSYNTH_PARENT_RUN_ID"):
-            patch.delenv(name, raising=False)
-        mlflow.set_tracking_uri(uri)
-        yield uri
-    mlflow.set_tracking_uri(previous)
 
 
 def _plan(tmp_path: Path, **changes) -> Path:
