@@ -19,11 +19,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
 from mlflow.data.dataset_source import DatasetSource
+from mlflow.exceptions import MlflowException
 
 PARENT_RUN_ENV = "BETTERSYNTH_PARENT_RUN_ID"
 STEP_TAG = "bettersynth.step"
@@ -156,7 +158,16 @@ def log_dataset_input(
     tags = {"dvc.hash": dataset_hash}
     if n_samples is not None:
         tags["samples"] = str(n_samples)
-    mlflow.log_input(dataset, context=context, tags=tags)
+    for attempt in range(3):
+        try:
+            mlflow.log_input(dataset, context=context, tags=tags)
+            return
+        except MlflowException:
+            # Seeds training in parallel log the same dataset at once; the store creates
+            # it on first use, so the loser of that race finds it on the next try.
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def dvc_dataset_inputs(run: Any) -> list[dict[str, Any]]:
