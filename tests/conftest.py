@@ -48,6 +48,15 @@ def pico_models(tmp_path_factory, small_world) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def pico_causal_lm(tmp_path_factory, small_world) -> Path:
+    """A pico ``LlamaForCausalLM`` directory (perplexity scorer, CapFusion fuser)."""
+    from bettersynth.demo.models import build_tiny_causal_lm
+    from bettersynth.demo.world import all_texts
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("models") / "causal-lm", all_texts(small_world))
+
+
 @pytest.fixture(scope="module")
 def mlflow_store(tmp_path_factory):
     """A throwaway MLflow store for the steps (and kfp.local subprocesses) to log into."""

@@ -29,6 +29,7 @@ from transformers import (
     CLIPProcessor,
     CLIPVisionConfig,
     LlamaConfig,
+    LlamaForCausalLM,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
@@ -137,4 +138,24 @@ def build_tiny_llava(out_dir: Path, texts: Sequence[str], seed: int = 0) -> Path
         num_additional_image_tokens=1,
     )
     processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_tiny_causal_lm(out_dir: Path, texts: Sequence[str], seed: int = 0) -> Path:
+    """A pico ``LlamaForCausalLM`` + tokenizer (with chat template): the stand-in for the
+    perplexity scorer and the CapFusion fuser, loaded back through ``AutoModelForCausalLM``."""
+    torch.manual_seed(seed)
+    tokenizer = train_lm_tokenizer(texts, vocab_size=800)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
     return out_dir
