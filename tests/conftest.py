@@ -57,6 +57,15 @@ def pico_causal_lm(tmp_path_factory, small_world) -> Path:
     return build_tiny_causal_lm(tmp_path_factory.mktemp("models") / "causal-lm", all_texts(small_world))
 
 
+@pytest.fixture(scope="session")
+def pico_open_clip(tmp_path_factory) -> dict[str, Path]:
+    """Pico open_clip models in the ``local-dir:`` layout: ``{"vit": dir, "convnext": dir}``."""
+    from bettersynth.demo.open_clip_models import build_tiny_open_clip
+
+    root = tmp_path_factory.mktemp("open-clip")
+    return {kind: build_tiny_open_clip(root / kind, kind) for kind in ("vit", "convnext")}
+
+
 @pytest.fixture(scope="module")
 def mlflow_store(tmp_path_factory):
     """A throwaway MLflow store for the steps (and kfp.local subprocesses) to log into."""
