@@ -5,6 +5,10 @@ with DVC → stage 1 for every seed up to the early-abort decision → select
 seeds → finetune the survivors → evaluate → register → one soup per method
 (unrolled at compile time: KFP cannot feed ``dsl.Collected`` into a second
 ``ParallelFor``) → evaluate → register → promote.
+
+With ``eval_shards > 1`` every evaluation fans out over a nested
+``ParallelFor`` of benchmark shards and ``merge_eval`` joins them into exactly
+the unsharded numbers (see ``pipelines/sharded_eval``).
 """
 
 from typing import Sequence
@@ -13,6 +17,7 @@ from kfp import dsl
 
 from bettersynth.placement import ClusterProfile, place
 from components.evaluate_model.component import evaluate_model
+from components.merge_eval.component import merge_eval
 from components.promote_model.component import promote_model
 from components.register_model.component import register_model
 from components.select_seeds.component import select_seeds
@@ -39,8 +44,14 @@ def model_steps(
     registered_model,
     soup_methods: Sequence[str],
     train_parallelism: int = 2,
+    eval_shards: int = 1,
 ):
-    """Add the model half of the loop for ``dataset`` (a Dataset channel); returns the promote task."""
+    """Add the model half of the loop for ``dataset`` (a Dataset channel); returns the promote task.
+
+    ``eval_shards`` (compile time) splits every evaluation into that many GPU pods.
+    """
+    if eval_shards < 1:
+        raise ValueError(f"eval_shards: must be >= 1, got {eval_shards}")
     versioned = place(
         version_dataset(dataset=dataset, workspace=workspace, variant=variant), profile, "version-dataset"
     ).set_display_name("version-dataset")
@@ -71,7 +82,7 @@ def model_steps(
             profile, "train",
         ).set_display_name("train")
         registrations.append(_evaluate_and_register(
-            profile, trained.outputs["model"], textvqa_dir, mmbench_tsv, registered_model, label=""
+            profile, trained.outputs["model"], textvqa_dir, mmbench_tsv, registered_model, label="", eval_shards=eval_shards
         ))
 
     for method in soup_methods:
@@ -83,7 +94,8 @@ def model_steps(
             profile, "soup",
         ).set_display_name(f"soup-{method}")
         registrations.append(_evaluate_and_register(
-            profile, souped.outputs["soup"], textvqa_dir, mmbench_tsv, registered_model, label=f"-soup-{method}"
+            profile, souped.outputs["soup"], textvqa_dir, mmbench_tsv, registered_model, label=f"-soup-{method}",
+            eval_shards=eval_shards,
         ))
 
     promoted = place(promote_model(name=registered_model), profile, "promote-model").set_display_name("promote")
@@ -94,10 +106,37 @@ def model_steps(
     return promoted
 
 
-def _evaluate_and_register(profile: ClusterProfile, model, textvqa_dir, mmbench_tsv, registered_model, label: str):
-    scored = place(
-        evaluate_model(model=model, textvqa_dir=textvqa_dir, mmbench_tsv=mmbench_tsv), profile, "evaluate"
-    ).set_display_name(f"evaluate{label}")
+def _evaluate_and_register(
+    profile: ClusterProfile, model, textvqa_dir, mmbench_tsv, registered_model, label: str, eval_shards: int = 1
+):
+    scores = _evaluate(profile, model, textvqa_dir, mmbench_tsv, label, eval_shards)
     return place(
-        register_model(model=model, scores=scored.outputs["scores"], name=registered_model), profile, "register-model"
+        register_model(model=model, scores=scores, name=registered_model), profile, "register-model"
     ).set_display_name(f"register{label}")
+
+
+def _evaluate(profile: ClusterProfile, model, textvqa_dir, mmbench_tsv, label: str, eval_shards: int):
+    """The scores channel for ``model``: one evaluate task, or ``eval_shards`` of them and a merge.
+
+    The shard indices are a compile-time list, so every shard agrees on the
+    split; the model reaches the nested loop as an artifact (kfp.local 2.17.0
+    resolves only artifacts, not parameters, from an enclosing loop correctly).
+    """
+    if eval_shards == 1:
+        scored = place(
+            evaluate_model(model=model, textvqa_dir=textvqa_dir, mmbench_tsv=mmbench_tsv), profile, "evaluate"
+        ).set_display_name(f"evaluate{label}")
+        return scored.outputs["scores"]
+    with dsl.ParallelFor(list(range(eval_shards)), parallelism=eval_shards) as shard_index:
+        shard = place(
+            evaluate_model(
+                model=model, textvqa_dir=textvqa_dir, mmbench_tsv=mmbench_tsv, shard_index=shard_index,
+                num_shards=eval_shards, submission_format="none",
+            ),
+            profile, "evaluate",
+        ).set_display_name(f"evaluate{label}-shard")
+    merged = place(
+        merge_eval(shards=dsl.Collected(shard.outputs["predictions"]), textvqa_dir=textvqa_dir, mmbench_tsv=mmbench_tsv),
+        profile, "merge-eval",
+    ).set_display_name(f"merge-eval{label}")
+    return merged.outputs["scores"]

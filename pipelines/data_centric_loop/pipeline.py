@@ -18,8 +18,10 @@ from pipelines.stages import model_steps
 PIPELINE_NAME = "bettersynth-data-centric-loop"
 
 
-def build_pipeline(profile: ClusterProfile, soup_methods: Sequence[str] = ("uniform", "greedy")):
+def build_pipeline(profile: ClusterProfile, soup_methods: Sequence[str] = ("uniform", "greedy"), eval_shards: int = 1):
     """The pipeline function for ``profile``; soups are unrolled per method at compile time.
+
+    ``eval_shards`` > 1 splits each evaluation over that many pods, merged exactly.
 
     Why unrolled: a soup consumes the collected outputs of the training loop,
     and KFP cannot feed ``dsl.Collected`` into a second ``ParallelFor``.
@@ -60,6 +62,7 @@ def build_pipeline(profile: ClusterProfile, soup_methods: Sequence[str] = ("unif
             instruct_data=instruct_data, train_config=train_config, textvqa_dir=textvqa_dir, mmbench_tsv=mmbench_tsv,
             heldout_textvqa_dir=heldout_textvqa_dir, heldout_mmbench_tsv=heldout_mmbench_tsv, seeds=seeds,
             registered_model=registered_model, soup_methods=soup_methods, train_parallelism=2,
+            eval_shards=eval_shards,
         )
 
     return data_centric_loop

@@ -1,5 +1,5 @@
 """The production pipeline: shard → (filter → caption) per shard in parallel → merge → version →
-train K seeds (early abort) → evaluate → soup → evaluate → register → promote.
+train K seeds (early abort) → evaluate (sharded) → soup → evaluate (sharded) → register → promote.
 
 Same steps and components as the data-centric loop, with the data steps fanned
 out over a ``dsl.ParallelFor`` so a large seed set scores and re-captions on
@@ -83,11 +83,12 @@ def build_data_pipeline(profile: ClusterProfile, parallelism: int = 4):
 
 
 def build_pipeline(profile: ClusterProfile, soup_methods: Sequence[str] = ("uniform", "greedy"), parallelism: int = 8,
-                   train_parallelism: int = 4):
+                   train_parallelism: int = 4, eval_shards: int = 4):
     """The production pipeline for ``profile``.
 
     ``parallelism`` caps the shards processed at once (GPU pods in the scoring
-    pool); ``train_parallelism`` the seeds trained at once. Soups are unrolled
+    pool); ``train_parallelism`` the seeds trained at once; ``eval_shards`` the
+    GPU pods each checkpoint's evaluation is split over (merged exactly). Soups are unrolled
     per method at compile time (KFP cannot feed ``dsl.Collected`` into a second
     ``ParallelFor``).
     """
@@ -124,6 +125,7 @@ def build_pipeline(profile: ClusterProfile, soup_methods: Sequence[str] = ("unif
             instruct_data=instruct_data, train_config=train_config, textvqa_dir=textvqa_dir, mmbench_tsv=mmbench_tsv,
             heldout_textvqa_dir=heldout_textvqa_dir, heldout_mmbench_tsv=heldout_mmbench_tsv, seeds=seeds,
             registered_model=registered_model, soup_methods=soup_methods, train_parallelism=train_parallelism,
+            eval_shards=eval_shards,
         )
 
     return production

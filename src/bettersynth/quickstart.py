@@ -46,6 +46,7 @@ class QuickstartConfig:
     registered_model: str = "bettersynth-vlm"
     experiment: str = EXPERIMENT
     tracking_uri: str | None = None  # an MLflow server; default: sqlite mlflow.db in the workspace
+    eval_shards: int = 1  # > 1: each evaluation split over that many tasks, merged exactly
 
 
 class StepLog:
@@ -122,7 +123,9 @@ def run_quickstart(config: QuickstartConfig) -> RunSummary:
     tracking_uri = config.tracking_uri or local_tracking_uri(workspace)
     mlflow.set_tracking_uri(tracking_uri)
     experiment_id = ensure_experiment(config.experiment, workspace / "mlruns")
-    pipeline = load_pipeline_module().build_pipeline(load_profile(repo / config.profile), config.soup_methods)
+    pipeline = load_pipeline_module().build_pipeline(
+        load_profile(repo / config.profile), config.soup_methods, eval_shards=config.eval_shards
+    )
     arguments = dict(
         workspace=str(workspace),
         seed_dataset=str(world.seed_jsonl.parent),

@@ -75,15 +75,47 @@ def parse_arguments(files: Sequence[Path] = (), pairs: Sequence[str] = ()) -> di
     return arguments
 
 
-def compile_package(pipeline: str, profile: str | Path, output: Path, soup_methods: Sequence[str] = ("uniform", "greedy")) -> Path:
-    """Compile ``pipelines/<pipeline>/pipeline.py`` for ``profile`` to ``output`` (KFP IR YAML)."""
+def parse_build_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` compile-time options (``eval_shards=4``), values parsed as YAML."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--build {pair!r}: expected key=value")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--build {pair!r}: value is not valid YAML ({exc})") from None
+    return options
+
+
+def compile_package(
+    pipeline: str, profile: str | Path, output: Path, soup_methods: Sequence[str] = ("uniform", "greedy"),
+    options: dict[str, Any] | None = None,
+) -> Path:
+    """Compile ``pipelines/<pipeline>/pipeline.py`` for ``profile`` to ``output`` (KFP IR YAML).
+
+    ``options`` are the pipeline's compile-time knobs (``build_pipeline`` keyword
+    arguments such as ``parallelism`` or ``eval_shards``): they shape the graph
+    itself, so they cannot be run parameters. Unknown names are refused.
+    """
+    import inspect
+
     from kfp import compiler
 
     from bettersynth.pipeline_loader import load_pipeline_module
     from bettersynth.placement import load_profile
 
     module = load_pipeline_module(pipeline)
-    compiler.Compiler().compile(module.build_pipeline(load_profile(profile), tuple(soup_methods)), str(output))
+    options = dict(options or {})
+    takes = set(inspect.signature(module.build_pipeline).parameters)
+    accepted = takes - {"profile", "soup_methods"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"pipeline {pipeline!r}: unknown build options {unknown} (it takes {sorted(accepted)})")
+    if "soup_methods" in takes:  # the sharded-eval pipeline has no soups
+        options["soup_methods"] = tuple(soup_methods)
+    compiler.Compiler().compile(module.build_pipeline(load_profile(profile), **options), str(output))
     return Path(output)
 
 

@@ -18,7 +18,7 @@ STEPS = {
     "plan-shards": "plan-shards", "shard-dataset": "shard-dataset", "filter-dataset": "filter",
     "caption-dataset": "caption", "merge-datasets": "merge-datasets", "version-dataset": "version-dataset",
     "train-align": "train", "train-finetune": "train", "select-seeds": "select-seeds", "evaluate-model": "evaluate", "soup-models": "soup", "register-model": "register-model",
-    "promote-model": "promote-model",
+    "promote-model": "promote-model", "merge-eval": "merge-eval",
 }
 
 
@@ -142,6 +142,42 @@ def test_shards_fan_out_with_the_asked_parallelism_over_the_plan(compiled):
     assert merge["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]["producerTask"] == next(
         n for n, t in loops.items() if t is shard_loop
     )
+
+
+def test_every_evaluation_fans_out_over_eval_shards_and_merges(tmp_path):
+    pipeline_spec, _ = _compile(tmp_path, load_profile("k8s/profiles/generic.yaml"), eval_shards=3,
+                                soup_methods=("uniform", "greedy"))
+    components = pipeline_spec["components"]
+    shard_loops = []
+    for owner in [pipeline_spec["root"], *components.values()]:
+        for task in owner.get("dag", {}).get("tasks", {}).values():
+            body = components.get(task["componentRef"]["name"], {}).get("dag", {}).get("tasks", {})
+            if "parameterIterator" in task and any(t["componentRef"]["name"].startswith("comp-evaluate-model") for t in body.values()):
+                shard_loops.append((owner, task, body))
+    assert len(shard_loops) == 3  # the survivors' loop and one per soup
+    for owner, loop, body in shard_loops:
+        assert loop["parameterIterator"]["items"]["raw"] == "[0, 1, 2]"
+        assert loop["iteratorPolicy"]["parallelismLimit"] == 3
+        (evaluate,) = body.values()
+        assert evaluate["inputs"]["parameters"]["num_shards"]["runtimeValue"]["constant"] == 3
+        merges = [t for t in owner["dag"]["tasks"].values() if t["componentRef"]["name"].startswith("comp-merge-eval")]
+        (merge,) = [m for m in merges if m["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]["producerTask"]
+                    == next(n for n, t in owner["dag"]["tasks"].items() if t is loop)]
+        registers = [t for t in owner["dag"]["tasks"].values() if t["componentRef"]["name"].startswith("comp-register-model")]
+        merge_name = next(n for n, t in owner["dag"]["tasks"].items() if t is merge)
+        assert any(r["inputs"]["artifacts"]["scores"]["taskOutputArtifact"]["producerTask"] == merge_name for r in registers)
+
+
+def test_build_options_reach_the_pipeline_and_unknown_ones_are_refused(tmp_path):
+    from bettersynth.submit import compile_package, parse_build_options
+
+    options = parse_build_options(["eval_shards=2", "parallelism=3"])
+    assert options == {"eval_shards": 2, "parallelism": 3}
+    out = compile_package("production", "k8s/profiles/generic.yaml", tmp_path / "p.yaml", options=options)
+    assert '"raw": "[0, 1]"' in out.read_text() or "raw: '[0, 1]'" in out.read_text()
+    with pytest.raises(ValueError, match="unknown build options \\['shards'\\]"):
+        compile_package("production", "k8s/profiles/generic.yaml", tmp_path / "q.yaml", options={"shards": 2})
+    compile_package("sharded_eval", "k8s/profiles/generic.yaml", tmp_path / "e.yaml", options={"num_shards": 2})
 
 
 def test_data_centric_loop_compiles_for_every_profile(tmp_path):

@@ -21,7 +21,8 @@ TINY = WorldConfig(n_seed_samples=40, n_instruct=16, n_textvqa=6, n_mmbench=4, n
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     workspace = tmp_path_factory.mktemp("workspace")
-    summary = run_quickstart(QuickstartConfig(workspace=workspace, seeds=[0, 1], world=TINY))
+    # eval_shards=2: the nested shard loop and merge run inside the seed loop, as in production
+    summary = run_quickstart(QuickstartConfig(workspace=workspace, seeds=[0, 1], world=TINY, eval_shards=2))
     return workspace, summary
 
 

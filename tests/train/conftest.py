@@ -79,3 +79,23 @@ def processor(llava_dir):
     from transformers import AutoProcessor
 
     return AutoProcessor.from_pretrained(llava_dir)
+
+
+@pytest.fixture(scope="session")
+def lm_dir(tmp_path_factory, caption_records, chat_records) -> Path:
+    """A tiny HF causal LM (Llama, width 64) with its own tokenizer, saved as users have one."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from bettersynth.demo.tokenizers import train_lm_tokenizer
+
+    root = tmp_path_factory.mktemp("lm")
+    texts = [t["value"] for r in caption_records + chat_records for t in r["conversations"]] * 4
+    torch.manual_seed(1)
+    tokenizer = train_lm_tokenizer(texts, vocab_size=800)
+    LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )).save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from kfp import compiler
+    from bettersynth.submit import compile_package, parse_build_options
 
-    from bettersynth.pipeline_loader import load_pipeline_module
-    from bettersynth.placement import load_profile
-
-    module = load_pipeline_module(args.pipeline)
-    pipeline = module.build_pipeline(load_profile(args.profile), tuple(args.soup_methods))
-    compiler.Compiler().compile(pipeline, args.output)
+    compile_package(args.pipeline, args.profile, Path(args.output), args.soup_methods, parse_build_options(args.build))
     print(f"wrote {args.output} for profile {args.profile}")
     return 0
 
@@ -23,5 +19,7 @@ def register(subparsers) -> None:
     parser.add_argument("--pipeline", default="data_centric_loop", help="folder under pipelines/")
     parser.add_argument("--profile", default="k8s/profiles/generic.yaml", help="cluster profile YAML")
     parser.add_argument("--soup-methods", nargs="+", default=["uniform", "greedy"])
+    parser.add_argument("--build", action="append", default=[], metavar="KEY=VALUE",
+                        help="compile-time pipeline option, e.g. eval_shards=4 or parallelism=16 (repeatable)")
     parser.add_argument("--output", default="data_centric_loop.yaml")
     parser.set_defaults(run=run)

@@ -14,6 +14,7 @@ def run(args: argparse.Namespace) -> int:
     config = QuickstartConfig(
         workspace=Path(args.workspace), seeds=args.seeds, world=WorldConfig(n_seed_samples=args.samples),
         tracking_uri=args.tracking_uri,
+        eval_shards=args.eval_shards,
     )
     summary = run_quickstart(config)
     print("\n" + format_summary(summary, config.registered_model))
@@ -25,5 +26,6 @@ def register(subparsers) -> None:
     parser.add_argument("--workspace", default=".", help="DVC project for data, models and MLflow (default: .)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="finetune seeds")
     parser.add_argument("--samples", type=int, default=300, help="seed image-caption pairs to generate")
+    parser.add_argument("--eval-shards", type=int, default=1, help="split each evaluation into this many tasks")
     parser.add_argument("--tracking-uri", help="MLflow server to log to (default: sqlite mlflow.db in the workspace)")
     parser.set_defaults(run=run)

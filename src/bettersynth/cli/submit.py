@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from bettersynth.submit import SubmitSettings, compile_package, parse_arguments, submit
+    from bettersynth.submit import SubmitSettings, compile_package, parse_arguments, parse_build_options, submit
 
     host = args.host or os.environ.get("KF_PIPELINES_ENDPOINT")
     if not host:
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     )
     with tempfile.TemporaryDirectory() as scratch:
         package = Path(args.output) if args.output else Path(scratch) / f"{args.pipeline}.yaml"
-        compile_package(args.pipeline, args.profile, package, args.soup_methods)
+        compile_package(args.pipeline, args.profile, package, args.soup_methods, parse_build_options(args.build))
         result = submit(package, arguments, settings, wait_timeout=args.timeout if args.wait else None)
     print(f"run {result.run_id}: {result.url}")
     if result.state is not None:
@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     parser.add_argument("--pipeline", default="production", help="folder under pipelines/")
     parser.add_argument("--profile", default="k8s/profiles/generic.yaml", help="cluster profile YAML")
     parser.add_argument("--soup-methods", nargs="+", default=["uniform", "greedy"])
+    parser.add_argument("--build", action="append", default=[], metavar="KEY=VALUE",
+                        help="compile-time pipeline option, e.g. eval_shards=4 or parallelism=16 (repeatable)")
     parser.add_argument("--params", action="append", default=[], metavar="FILE", help="run parameters YAML (repeatable)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="one run parameter, YAML value (repeatable)")
     parser.add_argument("--run-name")

@@ -3,18 +3,22 @@
 Why: Mini-Gemini reads fine detail from a convolutional tower at high
 resolution (``convnext_large_d_320`` at 768 px), whose cost grows gently with
 resolution. The tower is an open_clip model named by preset plus overrides
-(open_clip's own config schema), so the real one and a pico one for tests come
-from the same code; weights come from a local open_clip checkpoint, never the hub.
+(open_clip's own config schema), or read from an open_clip ``local-dir:``
+folder, so the real one and a pico one for tests come from the same code;
+weights come from a local open_clip checkpoint, never the hub. Only the image
+trunk is built (not the CLIP text tower the preset also describes).
 
 Example::
 
     spec = AuxTowerSpec(preset="convnext_large_d_320", image_size=768, checkpoint="/models/convnext/open_clip_model.safetensors")
+    spec = AuxTowerSpec.from_open_clip_dir("/models/convnext_large_d_320", image_size=768)  # the same, from its folder
     tower = build_aux_tower(spec)
     tower(pixels).shape  # (B, 1536, 24, 24)
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +35,21 @@ class AuxTowerSpec(BaseModel):
     image_size: int = Field(768, gt=0)  # input resolution of the aux tower
     overrides: dict[str, Any] = Field(default_factory=dict)  # open_clip config keys replaced (e.g. a tiny vision_cfg)
     checkpoint: str | None = None  # local open_clip weights (.safetensors/.bin) to load; None: random init
+    model_cfg: dict[str, Any] | None = None  # an explicit open_clip model config (a folder's); replaces the preset's
+
+    @classmethod
+    def from_open_clip_dir(cls, folder: str | Path, image_size: int = 768) -> "AuxTowerSpec":
+        """The tower of an open_clip model folder (``local-dir:<path>`` or the path): its config and weights."""
+        from bettersynth.models.open_clip_vision import open_clip_dir, read_open_clip_config
+
+        path = open_clip_dir(folder) or Path(str(folder).removeprefix("local-dir:"))
+        model_cfg = read_open_clip_config(path)["model_cfg"]
+        weights = sorted(path.glob("open_clip_model.safetensors")) or sorted(path.glob("*.safetensors")) or sorted(
+            path.glob("*.bin")) or sorted(path.glob("*.pt*"))
+        if not weights:
+            raise ValueError(f"{path}: open_clip folder without weights (.safetensors/.bin/.pt)")
+        return cls(preset=f"local-dir:{path.name}", image_size=image_size, model_cfg=model_cfg,
+                   checkpoint=str(weights[0]))
 
 
 class ConvNextFeatures(nn.Module):
@@ -49,26 +68,30 @@ class ConvNextFeatures(nn.Module):
 
 
 def build_aux_tower(spec: AuxTowerSpec) -> ConvNextFeatures:
-    """Build the tower offline (``pretrained=None``), then load ``spec.checkpoint`` if given."""
-    import open_clip
+    """Build the image trunk offline (never pretrained from the hub), then load ``spec.checkpoint`` if given."""
+    from open_clip import get_model_config
+    from open_clip.factory import load_state_dict
+    from open_clip.model import _build_vision_tower
 
-    overrides = dict(spec.overrides)
-    vision_cfg = dict(open_clip.get_model_config(spec.preset) or {}).get("vision_cfg")
+    base = spec.model_cfg if spec.model_cfg is not None else get_model_config(spec.preset)
+    vision_cfg = dict(base or {}).get("vision_cfg")
     if vision_cfg is None:
         raise ValueError(f"aux tower preset {spec.preset!r} is not an open_clip model config")
-    overrides["vision_cfg"] = {**vision_cfg, **overrides.get("vision_cfg", {}), "image_size": spec.image_size,
-                               "timm_model_pretrained": False}
-    if "timm_model_name" not in overrides["vision_cfg"]:
+    vision_cfg = {**vision_cfg, **spec.overrides.get("vision_cfg", {}), "image_size": spec.image_size,
+                  "timm_model_pretrained": False}
+    if not vision_cfg.get("timm_model_name"):
         raise ValueError(f"aux tower preset {spec.preset!r} is not a timm (ConvNeXt) tower")
-    device = torch.empty(0).device  # the device tensors are created on now (meta inside from_pretrained)
-    model = open_clip.create_model(spec.preset, pretrained=None, load_weights=False, device=device, **overrides)
+    embed_dim = spec.overrides.get("embed_dim", base.get("embed_dim", 512))
+    trunk = _build_vision_tower(embed_dim, vision_cfg).trunk  # the head (pool + proj) is not used
     if spec.checkpoint:
-        # Only the image trunk is used: a full open_clip checkpoint or one holding just visual.trunk.* both do.
-        result = open_clip.load_checkpoint(model, spec.checkpoint, strict=False)
-        missing = [k for k in result.missing_keys if k.startswith("visual.trunk.")]
-        if missing or result.unexpected_keys:
+        # A full open_clip checkpoint or one holding just visual.trunk.* both do.
+        state = load_state_dict(spec.checkpoint)
+        weights = {k.removeprefix("visual.trunk."): v for k, v in state.items() if k.startswith("visual.trunk.")}
+        result = trunk.load_state_dict(weights, strict=False)
+        if not weights or result.missing_keys or result.unexpected_keys:
             raise ValueError(
-                f"{spec.checkpoint}: does not fit preset {spec.preset!r} "
-                f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})"
+                f"{spec.checkpoint}: does not fit aux tower {spec.preset!r} "
+                f"(no visual.trunk.* weights, or missing {result.missing_keys[:3]}, "
+                f"unexpected {result.unexpected_keys[:3]})"
             )
-    return ConvNextFeatures(model.visual.trunk)
+    return ConvNextFeatures(trunk)

@@ -1,0 +1,144 @@
+"""The proxy world: the demo world at a scale where data quality shows, plus a clean scorer split.
+
+Why: a recipe comparison only means something when the models are good enough
+for noisy captions to hurt them. The proxy world adds, next to the ordinary
+demo world (``world/``, built by ``build_world``), what real practice has
+outside the seed set: a clean image–caption corpus (``scorer/``, the stand-in
+for the web-scale data CLIP and the LM were pretrained on), whose scenes are
+disjoint from every seed scene. The seed set is larger than the training cap
+(as in the Better Synth challenge: 400k seed, 200k cap), so a filter changes
+*which* samples train, not how many steps run.
+
+Layout under ``root``::
+
+    world/...                          the demo world (seed, instruct, eval, heldout, world_labels.json)
+    scorer/samples.jsonl, images/      clean captions of scenes never in the seed set (Data-Juicer jsonl)
+    scorer/calibration.jsonl           a clean slice of it kept out of scorer training (threshold choice)
+    proxy_config.json                  the ProxyWorldConfig that built it
+
+Example::
+
+    paths = build_proxy_world(Path("/tmp/proxy"), ProxyWorldConfig(seed=0))
+    paths.world.seed_jsonl, paths.scorer_jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bettersynth.data.jsonl import read_jsonl, write_samples
+from bettersynth.data.sample import Sample, caption_text
+from bettersynth.demo.benchmarks import write_json
+from bettersynth.demo.captions import caption
+from bettersynth.demo.render import encode_image, render_scene
+from bettersynth.demo.scene import ObjectGroup, Scene, random_scene
+from bettersynth.demo.world import WorldConfig, WorldPaths, build_world
+
+CONFIG_FILE = "proxy_config.json"
+
+
+def default_world() -> WorldConfig:
+    """Sizes measured to show the effect in minutes on 2 CPU cores (see ``bettersynth proxy``)."""
+    return WorldConfig(
+        seed=0, n_seed_samples=640, mismatch_fraction=0.5, n_instruct=120, n_textvqa=60, n_mmbench=80,
+        n_heldout_textvqa=24, n_heldout_mmbench=24, image_size=64, word_prob=0.5,
+    )
+
+
+@dataclass(frozen=True)
+class ProxyWorldConfig:
+    """The demo world's sizes plus the clean pretraining corpus of the proxy models."""
+
+    world: WorldConfig = field(default_factory=default_world)
+    n_scorer: int = 2400  # clean pairs the scorer, the captioner and the LM pretrain on
+    n_calibration: int = 200  # clean pairs kept out of that training, to place the filter threshold
+    scorer_word_prob: float = 0.5  # share of scorer images that show a word
+
+    def __post_init__(self) -> None:
+        if self.n_scorer < 2 or self.n_calibration < 2:
+            raise ValueError(f"n_scorer and n_calibration must be >= 2, got {self.n_scorer}, {self.n_calibration}")
+        if not 0.0 <= self.scorer_word_prob <= 1.0:
+            raise ValueError(f"scorer_word_prob must be in [0, 1], got {self.scorer_word_prob}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ProxyWorldConfig":
+        return cls(**{**data, "world": WorldConfig(**data["world"])})
+
+
+@dataclass(frozen=True)
+class ProxyWorldPaths:
+    root: Path
+    world: WorldPaths
+    scorer_jsonl: Path
+    calibration_jsonl: Path
+    config: Path
+
+    @classmethod
+    def under(cls, root: Path) -> "ProxyWorldPaths":
+        root = Path(root)
+        return cls(root, WorldPaths.under(root / "world"), root / "scorer" / "samples.jsonl",
+                   root / "scorer" / "calibration.jsonl", root / CONFIG_FILE)
+
+    def load_config(self) -> ProxyWorldConfig:
+        return ProxyWorldConfig.from_json(json.loads(self.config.read_text(encoding="utf-8")))
+
+
+def build_proxy_world(root: Path, config: ProxyWorldConfig = ProxyWorldConfig()) -> ProxyWorldPaths:
+    """Write the proxy world under ``root`` (replacing an earlier one there)."""
+    paths = ProxyWorldPaths.under(root)
+    root = Path(root)
+    if root.exists() and any(root.iterdir()) and not paths.config.exists():
+        raise ValueError(f"root: {root} is not empty and holds no proxy world (no {CONFIG_FILE})")
+    root.mkdir(parents=True, exist_ok=True)
+    build_world(paths.world.root, config.world)
+    shutil.rmtree(paths.scorer_jsonl.parent, ignore_errors=True)
+    _build_clean_split(paths, config, _seed_scene_keys(paths.world))
+    write_json(paths.config, config.to_json())
+    return paths
+
+
+def _seed_scene_keys(world: WorldPaths) -> set[tuple]:
+    """Scenes of the seed set, read from the answer key: only the generator reads it, to stay disjoint."""
+    labels = json.loads(world.labels.read_text(encoding="utf-8"))
+    return {scene_from_json(label["truth"]).key() for label in labels.values()}
+
+
+def scene_from_json(data: dict) -> Scene:
+    groups = tuple(ObjectGroup(**group) for group in data["objects"])
+    return Scene(groups, data["background"], data["word"], data["sign_band"] or "top")
+
+
+def _build_clean_split(paths: ProxyWorldPaths, config: ProxyWorldConfig, exclude: set[tuple]) -> None:
+    rng = random.Random(f"bettersynth.proxy:{config.world.seed}:scorer")
+    folder = paths.scorer_jsonl.parent
+    samples: list[Sample] = []
+    for i in range(config.n_scorer + config.n_calibration):
+        for _ in range(1000):
+            scene = random_scene(rng, config.scorer_word_prob)
+            if scene.key() not in exclude:
+                break
+        else:
+            raise ValueError("n_scorer: cannot draw scenes disjoint from the seed set")
+        image = f"images/clean-{i:05d}.png"
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        (folder / image).write_bytes(encode_image(render_scene(scene, config.world.image_size), "png"))
+        samples.append(Sample(id=f"clean-{i:05d}", text=caption_text(caption(scene, rng)), images=[image]))
+    write_samples(paths.scorer_jsonl, samples[: config.n_scorer])
+    write_samples(paths.calibration_jsonl, samples[config.n_scorer:])
+
+
+def read_pairs(jsonl: Path) -> list[tuple[Path, str]]:
+    """(image path, caption) of every single-image sample in a Data-Juicer jsonl."""
+    pairs = []
+    for item in read_jsonl(jsonl):
+        if isinstance(item, Sample) and len(item.images) == 1:
+            text = " ".join(chunk for chunk, _ in item.chunks()).strip()
+            pairs.append((jsonl.parent / item.images[0], text))
+    return pairs
