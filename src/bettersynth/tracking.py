@@ -20,15 +20,28 @@ import contextlib
 import json
 import os
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import mlflow
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.exceptions import MlflowException
 
+from bettersynth.retry import DEFAULT_BACKOFF, Backoff, with_retries
+
 PARENT_RUN_ENV = "BETTERSYNTH_PARENT_RUN_ID"
 STEP_TAG = "bettersynth.step"
+# MLflow's client retries 7 times with backoff up to 2 minutes: minutes of hanging on a server
+# that is down. Inside a step it gets a few seconds' worth, unless the environment sets these.
+STEP_HTTP_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 def local_tracking_uri(workspace: Path) -> str:
@@ -56,9 +69,52 @@ def ensure_experiment(name: str, artifact_root: Path | None = None) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
+def require_tracking_server(uri: str | None = None, backoff: Backoff = DEFAULT_BACKOFF) -> None:
+    """Fail fast, naming the URL, when the tracking *server* does not answer (a few tries with backoff).
+
+    A local store (sqlite, files) needs no check. Any HTTP answer counts as
+    reachable: authentication and the like are MLflow's to report.
+    """
+    uri = uri or mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+
+    def ping() -> None:
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return  # the server answered
+
+    with_retries(ping, "MLflow tracking server", uri, retry_on=(OSError,), backoff=backoff)
+
+
+@contextlib.contextmanager
+def bounded_http_retries() -> Iterator[None]:
+    """Apply ``STEP_HTTP_SETTINGS`` (those the environment does not set) for the block."""
+    added = {k: v for k, v in STEP_HTTP_SETTINGS.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 @contextlib.contextmanager
 def step_run(step: str, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
-    """Open the MLflow run this step logs into (KFP-injected, nested locally, or standalone)."""
+    """Open the MLflow run this step logs into (KFP-injected, nested locally, or standalone).
+
+    An unreachable tracking server fails the step here, before any work, with its URL.
+    """
+    with bounded_http_retries():
+        require_tracking_server()
+        with _open_run(step, params, tags) as run:
+            yield run
+
+
+@contextlib.contextmanager
+def _open_run(step: str, params: dict[str, Any] | None, tags: dict[str, str] | None) -> Iterator[mlflow.ActiveRun]:
     injected = os.environ.get("MLFLOW_RUN_ID")
     parent = os.environ.get(PARENT_RUN_ENV)
     experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
@@ -116,19 +172,22 @@ class DVCDatasetSource(DatasetSource):
         return False  # built explicitly, never guessed from a string
 
     @classmethod
-    def _resolve(cls, raw_source: Any) -> "DVCDatasetSource":
+    def _resolve(cls, raw_source: Any) -> DVCDatasetSource:
         raise NotImplementedError("DVCDatasetSource is built explicitly")
 
     def to_dict(self) -> dict[str, Any]:
         return {"remote_url": self.remote_url, "dataset_hash": self.dataset_hash, "path": self.path}
 
     @classmethod
-    def from_dict(cls, source_dict: dict[Any, Any]) -> "DVCDatasetSource":
+    def from_dict(cls, source_dict: dict[Any, Any]) -> DVCDatasetSource:
         return cls(source_dict["remote_url"], source_dict["dataset_hash"], source_dict.get("path", ""))
 
 
 def _register_dvc_source() -> None:
-    from mlflow.data.dataset_source_registry import get_registered_sources, register_dataset_source
+    from mlflow.data.dataset_source_registry import (
+        get_registered_sources,
+        register_dataset_source,
+    )
 
     if DVCDatasetSource not in get_registered_sources():
         register_dataset_source(DVCDatasetSource)

@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from bettersynth.retry import Backoff, with_retries
+
 log = logging.getLogger(__name__)
 
 VARIANTS_DIR = Path("data") / "variants"
@@ -38,6 +40,7 @@ DEFAULT_REMOTE_DIR = ".dvc-remote"
 REMOTE_ENV = "BETTERSYNTH_DVC_REMOTE"  # remote URL to use instead of the project's (s3://..., a directory)
 ENDPOINT_ENV = "BETTERSYNTH_DVC_ENDPOINT_URL"  # endpoint of an S3-compatible server (MinIO, Ceph, ...)
 DVC_HASH = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
+DVC_BACKOFF = Backoff(attempts=2, first_delay=1.0)  # the S3 client already retries inside each attempt
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,27 @@ def version_variant(
     if lineage:
         document["meta"] = lineage
         pointer.write_text(yaml.safe_dump(document, sort_keys=False))
-    repo.push(targets=[str(pointer)])
+    _transfer(repo, "push", pointer, describe_remote(root))
     return VariantVersion(name, target, document["outs"][0]["md5"], pointer, remote_url)
+
+
+def describe_remote(root: Path) -> str:
+    """The URL of the project's default remote (with its endpoint, for S3-compatible servers)."""
+    config = _repo(root).config
+    remote = config["remote"][config["core"].get("remote", DEFAULT_REMOTE)]
+    return f"{remote['url']} (endpoint {remote['endpointurl']})" if remote.get("endpointurl") else remote["url"]
+
+
+def _transfer(repo, direction: str, pointer: Path, url: str, backoff: Backoff = DVC_BACKOFF) -> None:
+    """``dvc push``/``pull`` one pointer, retried with backoff; an unreachable remote fails naming its URL.
+
+    Any error is retried: a transfer fails through DVC, fsspec or botocore
+    exceptions alike, and the final message carries the original one. Nothing
+    local is removed on failure: the variant, its pointer and the DVC cache
+    stay, and the same call succeeds once the remote is back.
+    """
+    call = (lambda: repo.push(targets=[str(pointer)])) if direction == "push" else (lambda: repo.pull(targets=[str(pointer)], force=True))
+    with_retries(call, f"DVC remote ({direction})", url, retry_on=(Exception,), backoff=backoff)
 
 
 def pointer_hash(pointer: Path) -> str:
@@ -144,7 +166,7 @@ def restore_variant(root: Path, dataset_hash: str, name: str | None = None) -> P
         pointer.parent.mkdir(parents=True, exist_ok=True)
         pointer.write_text(yaml.safe_dump({"outs": [{"md5": md5, "path": stem, "hash": "md5"}]}))
     repo = _repo(root)
-    repo.pull(targets=[str(pointer)], force=True)
+    _transfer(repo, "pull", pointer, describe_remote(root))
     document = yaml.safe_load(pointer.read_text())
     path = pointer.with_suffix("")
     actual = directory_hash(root, path)

@@ -2,15 +2,20 @@
 
 Why: every input line must be accounted for — kept, filtered (by which op, on
 which stat, value and bound) or rejected (with the reason) — and the counts
-must add up, or the step fails instead of silently losing data.
+must add up, or the step fails instead of silently losing data. The input is
+streamed in chunks of ``chunk_size`` lines, each pushed through the whole op
+list and written out before the next is read, so memory does not grow with
+the dataset and a killed run resumes at its last completed chunk
+(``bettersynth.ops.step_files``). Ops that keep state across chunks, or need
+a first pass over the whole dataset, say so through ``bettersynth.ops.stream``.
 
 Output folder::
 
     samples.jsonl    kept samples, stats under __dj__stats__, image paths relative to it
     images/...       the images they use (hard links, else copies), original layout
-    outcomes.jsonl   one record per input line, then one per sample a mapper created
+    outcomes.jsonl   per chunk: one record per input line, then one per sample a mapper created
     rejected.jsonl   id, op, error of every rejected sample
-    report.json      the StepReport
+    report.json      the StepReport (written last: the folder is complete once it exists)
 
 Example::
 
@@ -20,21 +25,24 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from bettersynth.data.images import ImageError, normalise_rel, resolve_image
-from bettersynth.data.jsonl import BadLine, read_jsonl, write_jsonl, write_samples
+from bettersynth.data.jsonl import BadLine, Position, iter_jsonl
 from bettersynth.data.sample import Sample
 from bettersynth.engine import Engine, EngineSettings, Failure
 from bettersynth.engine.inference import auto_workers
 from bettersynth.ops.base import Decision, Filter, Mapped, Mapper, OpContext, Operator
-from bettersynth.ops.score_cache import ScoreCache, default_cache_dir
+from bettersynth.ops.score_cache import FileDigests, ScoreCache, default_cache_dir
+from bettersynth.ops.step_files import Checkpoint, StepFiles, run_fingerprint
+from bettersynth.ops.stream import CarriesState, IdRegistry, NeedsDatasetPass
 
 if TYPE_CHECKING:
     from bettersynth.recipe import Recipe
@@ -42,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Select = Callable[[Operator, Sample], bool]
+DEFAULT_CHUNK_SIZE = 2048  # input lines in memory at once; a multiple of the usual model batch
+OP_COUNTS = ("in", "kept", "filtered", "rejected", "added", "skipped")
 
 
 @dataclass
@@ -57,21 +67,32 @@ class StepReport:
     recipe_hash: str = ""
     cache_hits: int = 0  # filter scores read from the score cache (all steps)
     cache_misses: int = 0  # filter scores computed by a cacheable op (all steps)
+    fingerprint: str = ""  # recipe, input bytes and chunking that produced the folder (a rerun skips)
 
     def check(self) -> None:
-        """Raise if any sample is unaccounted for."""
+        """Raise if any sample is unaccounted for, in the step or in any op."""
         if self.n_in != self.kept_from_input + self.filtered + self.rejected:
             raise RuntimeError(f"accounting error: n_in {self.n_in} != kept_from_input {self.kept_from_input} + filtered {self.filtered} + rejected {self.rejected}")
         if self.kept != self.kept_from_input + self.added_kept:
             raise RuntimeError(f"accounting error: kept {self.kept} != kept_from_input {self.kept_from_input} + added_kept {self.added_kept}")
+        for c in self.per_op:
+            out = c["kept"] + c["filtered"] + c["rejected"] + c.get("skipped", 0)
+            if c["in"] != out:
+                raise RuntimeError(f"accounting error: step {c['step']} {c['op']}: in {c['in']} != kept + filtered + rejected + skipped {out}")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepReport:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 class _Ledger:
-    """The fate of every sample, input or created, keyed by id."""
+    """The fate of every sample of one chunk, input or created, keyed by id."""
 
-    def __init__(self) -> None:
+    def __init__(self, ids: Callable[[str], bool]) -> None:
         self.records: list[dict[str, Any]] = []
         self.by_id: dict[str, dict[str, Any]] = {}
+        self.is_new_id = ids  # the run's id registry: created samples must not reuse any id
 
     def add(self, sample_id: str | None, source_id: str | None = None, where: str | None = None) -> dict[str, Any]:
         """Record a new sample; only good, unique ids are indexed (so later steps can update them)."""
@@ -95,8 +116,42 @@ class _Ledger:
         (record or self.by_id[sample_id]).update(status="rejected", op=op, error=error)
 
 
+@dataclass
+class _Tally:
+    """The step's counters, summed over chunks (and saved with every checkpoint)."""
+
+    n_in: int = 0
+    kept: int = 0
+    kept_from_input: int = 0
+    filtered: int = 0
+    rejected: int = 0
+    added: int = 0
+    added_kept: int = 0
+    per_op: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_chunk(self, n_lines: int, kept: list[Sample], input_ids: set[str], ledger: _Ledger) -> None:
+        self.n_in += n_lines
+        self.kept += len(kept)
+        from_input = sum(1 for s in kept if s.id in input_ids)
+        self.kept_from_input += from_input
+        self.added_kept += len(kept) - from_input
+        for record in ledger.records:
+            if "source_id" in record:
+                self.added += 1
+            elif record["status"] in ("filtered", "rejected"):
+                setattr(self, record["status"], getattr(self, record["status"]) + 1)
+
+    def report(self, recipe_hash: str, fingerprint: str) -> StepReport:
+        return StepReport(
+            n_in=self.n_in, kept=self.kept, kept_from_input=self.kept_from_input, filtered=self.filtered,
+            rejected=self.rejected, added=self.added, added_kept=self.added_kept, per_op=self.per_op,
+            recipe_hash=recipe_hash, cache_hits=sum(c.get("cache_hits", 0) for c in self.per_op),
+            cache_misses=sum(c.get("cache_misses", 0) for c in self.per_op), fingerprint=fingerprint,
+        )
+
+
 def run_recipe(
-    recipe: "Recipe",
+    recipe: Recipe,
     input_jsonl: Path,
     dataset_root: Path,
     out_dir: Path,
@@ -105,47 +160,152 @@ def run_recipe(
     select: Select | None = None,
     num_workers: int | None = None,
     cache_dir: Path | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    resume: bool = True,
+    resume_key: str | None = None,
 ) -> StepReport:
     """Apply ``recipe`` to ``input_jsonl``; ``select(op, sample)`` limits mappers to a subset
     (unselected samples pass through kept); filters always see every sample.
 
     ``num_workers`` None picks decoding workers from the core count; scores are
     cached under ``cache_dir`` (default ``default_cache_dir()``) unless the
-    recipe says ``use_cache: false``."""
-    dataset_root, out_dir = Path(dataset_root), Path(out_dir)
+    recipe says ``use_cache: false``. With ``resume``, a folder already
+    complete for the same recipe, input and ``chunk_size`` is returned as is,
+    and a killed run goes on from its last chunk. A ``select`` callable cannot
+    be fingerprinted: pass ``resume_key`` (e.g. "fraction=0.2,seed=1") naming
+    it, or the run always starts fresh.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size: must be >= 1, got {chunk_size}")
+    dataset_root, out_dir, input_jsonl = Path(dataset_root), Path(out_dir), Path(input_jsonl)
+    resume = resume and (select is None or resume_key is not None)
+    files = StepFiles(out_dir, run_fingerprint(recipe.hash(), input_jsonl, chunk_size, resume_key or ""))
+    if resume and (done := files.finished_report()) is not None:
+        log.info("%s: already complete for this recipe and input (report.json); nothing to do", out_dir)
+        return StepReport.from_json(done)
     workers = auto_workers() if num_workers is None else num_workers
     engine = Engine(EngineSettings(batch_size=batch_size, num_workers=workers), dataset_root=dataset_root)
     cache = ScoreCache(Path(cache_dir) if cache_dir else default_cache_dir()) if recipe.extra.get("use_cache", True) else None
-    ops = recipe.build_ops(OpContext(engine=engine, model_root=Path(model_root) if model_root else None, score_cache=cache))
-    ledger = _Ledger()
-    samples: list[Sample] = []
-    n_in = 0
-    for item in read_jsonl(input_jsonl):
-        n_in += 1
+    context = OpContext(engine=engine, model_root=Path(model_root) if model_root else None, score_cache=cache)
+    ops = recipe.build_ops(context)
+    checkpoint = files.open(resume)
+    if checkpoint.report is not None:  # killed while renaming: finish the renames
+        files.finish(checkpoint)
+        return StepReport.from_json(checkpoint.report)
+    _first_pass(ops, input_jsonl, chunk_size, select, context, files.work)
+    ids = IdRegistry(files.work / "ids.sqlite")
+    try:
+        tally = _stream(ops, input_jsonl, dataset_root, out_dir, chunk_size, select, context, files, checkpoint, ids)
+    finally:
+        ids.close()
+        files.close()
+    report = tally.report(recipe.hash(), files.fingerprint)
+    report.check()
+    checkpoint.report = asdict(report)
+    files.finish(checkpoint)
+    return report
+
+
+def _stream(
+    ops: list[Operator], input_jsonl: Path, root: Path, out_dir: Path, chunk_size: int, select: Select | None,
+    context: OpContext, files: StepFiles, checkpoint: Checkpoint, ids: IdRegistry,
+) -> _Tally:
+    """The real pass: each chunk through every op, exported, appended and checkpointed."""
+    tally = _Tally(**checkpoint.tally) if checkpoint.tally else _Tally(per_op=_empty_counts(ops))
+    for position, op in enumerate(ops):
+        if isinstance(op, CarriesState) and str(position) in checkpoint.op_states:
+            op.load_state_dict(checkpoint.op_states[str(position)])
+    ids.forget_from(checkpoint.chunks)
+    lines = iter_jsonl(input_jsonl, checkpoint.position, ids.add)
+    for items, end in _chunks(lines, chunk_size):
+        ledger, samples, input_ids = _admit(items, ids.add)
+        samples = _run_ops(ops, samples, ledger, tally.per_op, select, context)
+        samples = _export(samples, root, out_dir, ledger)
+        tally.add_chunk(len(items), samples, input_ids, ledger)
+        files.append("samples.jsonl", (s.to_json() for s in samples))
+        files.append("outcomes.jsonl", ledger.records)
+        files.append("rejected.jsonl", ({"id": r["id"], "op": r["op"], "error": r["error"]} for r in ledger.records if r["status"] == "rejected"))
+        checkpoint.chunks += 1
+        checkpoint.position = end
+        checkpoint.tally = asdict(tally)
+        checkpoint.op_states = {str(i): op.state_dict() for i, op in enumerate(ops) if isinstance(op, CarriesState)}
+        ids.commit(checkpoint.chunks)
+        files.commit(checkpoint)
+        log.info("chunk %d: input line %d, %d in, %d kept so far", checkpoint.chunks, end.line, tally.n_in, tally.kept)
+    for position, op in enumerate(ops):
+        counts = tally.per_op[position]
+        extra = getattr(op, "extra_counts", None)  # op-specific figures (e.g. a dedup's distinct hashes)
+        if callable(extra):
+            counts.update({k: v for k, v in extra().items() if k not in (*OP_COUNTS, "step", "op")})
+        log.info("step %d %s: %s", position, op.name, counts)
+        if counts.get("cache_hits") and not counts.get("cache_misses"):
+            log.info("step %d %s: every score came from the cache; nothing recomputed", position, op.name)
+    return tally
+
+
+def _first_pass(
+    ops: list[Operator], input_jsonl: Path, chunk_size: int, select: Select | None, context: OpContext, work: Path,
+) -> None:
+    """For each op that needs the whole dataset: stream the input through the ops before it and
+    let it observe the survivors. Nothing is written; the ops' carried state is put back after."""
+    for position, op in enumerate(ops):
+        if not isinstance(op, NeedsDatasetPass):
+            continue
+        before = ops[:position]
+        saved = {i: o.state_dict() for i, o in enumerate(before) if isinstance(o, CarriesState)}
+        scratch = work / "ids-first-pass.sqlite"
+        scratch.unlink(missing_ok=True)
+        ids = IdRegistry(scratch)
+        try:
+            for items, _ in _chunks(iter_jsonl(input_jsonl, Position(), ids.add), chunk_size):
+                ledger, samples, _ = _admit(items, ids.add)
+                samples = _run_ops(before, samples, ledger, _empty_counts(before), select, context)
+                if samples:
+                    op.observe(samples)
+                ids.commit(0)
+        finally:
+            ids.close()
+            scratch.unlink(missing_ok=True)
+        op.end_observation()
+        for i, state in saved.items():
+            before[i].load_state_dict(state)
+        log.info("step %d %s: first pass over the dataset done", position, op.name)
+
+
+def _chunks(lines: Iterator[tuple[Sample | BadLine, Position]], size: int) -> Iterator[tuple[list[Sample | BadLine], Position]]:
+    while batch := list(islice(lines, size)):
+        yield [item for item, _ in batch], batch[-1][1]
+
+
+def _admit(items: list[Sample | BadLine], is_new_id: Callable[[str], bool]) -> tuple[_Ledger, list[Sample], set[str]]:
+    """Ledger records for one chunk's lines; bad lines are rejected by the reader."""
+    ledger = _Ledger(is_new_id)
+    samples = []
+    for item in items:
         if isinstance(item, BadLine):
             ledger.reject(None, "reader", item.error, ledger.add(item.sample_id, where=item.where))
         else:
             ledger.add(item.id)
             samples.append(item)
-    input_ids = {s.id for s in samples}
-    per_op = []
-    for position, op in enumerate(ops):
-        counts = {"step": position, "op": op.name, "in": len(samples), "kept": 0, "filtered": 0, "rejected": 0, "added": 0, "skipped": 0}
-        samples = _apply(op, samples, ledger, counts, select)
-        if isinstance(op, Filter) and op.cacheable and cache is not None:
-            counts["cache_hits"], counts["cache_misses"] = op.cache_hits, op.cache_misses
-            if counts["in"] and not op.cache_misses:
-                log.info("step %d %s: every score came from the cache; nothing recomputed", position, op.name)
-        per_op.append(counts)
-        log.info("step %d %s: %s", position, op.name, counts)
-    samples = _export(samples, dataset_root, out_dir, ledger)
-    report = _summarise(n_in, samples, input_ids, ledger, per_op, recipe.hash())
-    report.check()
-    write_samples(out_dir / "samples.jsonl", samples)
-    write_jsonl(out_dir / "outcomes.jsonl", ledger.records)
-    write_jsonl(out_dir / "rejected.jsonl", ({"id": r["id"], "op": r["op"], "error": r["error"]} for r in ledger.records if r["status"] == "rejected"))
-    (out_dir / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
-    return report
+    return ledger, samples, {s.id for s in samples}
+
+
+def _empty_counts(ops: list[Operator]) -> list[dict[str, Any]]:
+    return [{"step": i, "op": op.name, **dict.fromkeys(OP_COUNTS, 0)} for i, op in enumerate(ops)]
+
+
+def _run_ops(
+    ops: list[Operator], samples: list[Sample], ledger: _Ledger, per_op: list[dict[str, Any]], select: Select | None, context: OpContext,
+) -> list[Sample]:
+    context.digests = FileDigests()  # image hashes are remembered per chunk, not for the whole run
+    for op, counts in zip(ops, per_op):
+        counts["in"] += len(samples)
+        samples = _apply(op, samples, ledger, counts, select) if samples else []
+        if isinstance(op, Filter) and op.cacheable and context.score_cache is not None:
+            counts["cache_hits"] = counts.get("cache_hits", 0) + op.cache_hits
+            counts["cache_misses"] = counts.get("cache_misses", 0) + op.cache_misses
+            op.cache_hits = op.cache_misses = 0
+    return samples
 
 
 def _apply(op: Operator, samples: list[Sample], ledger: _Ledger, counts: dict[str, Any], select: Select | None) -> list[Sample]:
@@ -165,7 +325,7 @@ def _apply(op: Operator, samples: list[Sample], ledger: _Ledger, counts: dict[st
     if not isinstance(op, Mapper):
         raise TypeError(f"{op.name}: operators must be a Filter or a Mapper")
     chosen = [s for s in samples if select is None or select(op, s)]
-    results = {id(s): r for s, r in zip(chosen, op.process(chosen))}
+    results = {id(s): r for s, r in zip(chosen, op.process(chosen) if chosen else [])}
     out = []
     for sample in samples:
         result = results.get(id(sample))
@@ -189,9 +349,10 @@ def _take_mapped(op: Operator, sample: Sample, result: Mapped, ledger: _Ledger, 
     else:
         ledger.replace(sample.id, op.name, [s.id for s in result.added])
         counts["filtered"] += 1
+        counts["replaced"] = counts.get("replaced", 0) + 1  # of the filtered: swapped for created samples
     for new in result.added:
         record = ledger.add(new.id, source_id=sample.id)
-        if ledger.by_id.get(new.id) is not record:
+        if ledger.by_id.get(new.id) is not record or not ledger.is_new_id(new.id):
             ledger.reject(None, op.name, f"created sample id {new.id!r} already exists", record)
             continue
         out.append(new)
@@ -201,7 +362,6 @@ def _take_mapped(op: Operator, sample: Sample, result: Mapped, ledger: _Ledger, 
 
 def _export(samples: list[Sample], root: Path, out_dir: Path, ledger: _Ledger) -> list[Sample]:
     """Link each kept sample's images into out_dir/images and point its paths there."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     images_dir = out_dir / "images"
     exported, placed = [], set()
     for sample in samples:
@@ -217,7 +377,8 @@ def _export(samples: list[Sample], root: Path, out_dir: Path, ledger: _Ledger) -
 
 def _place(rel: str, root: Path, images_dir: Path, placed: set[str]) -> str:
     """Link (else copy) one image; existence and path safety are checked, pixels are not
-    (only ops that use images decode them)."""
+    (only ops that use images decode them). A target already there from this or an earlier
+    chunk (or run) is kept when it is the same file, replaced when stale."""
     source = resolve_image(root, rel)
     if not source.is_file():
         raise ImageError(f"{source}: image file not found")
@@ -225,31 +386,24 @@ def _place(rel: str, root: Path, images_dir: Path, placed: set[str]) -> str:
     if rel in placed:
         return rel
     target = images_dir / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() or target.is_symlink():  # left by an earlier run: may be stale
-        target.unlink()
-    try:
-        os.link(source, target)
-    except OSError:  # other filesystem, or links not allowed: copy instead
-        shutil.copy2(source, target)
+    if not _same_file(source, target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        try:
+            os.link(source, target)
+        except OSError:  # other filesystem, or links not allowed: copy, then rename into place
+            partial = target.with_name(target.name + ".partial")
+            shutil.copy2(source, partial)
+            os.replace(partial, target)
     placed.add(rel)
     return rel
 
 
-def _summarise(n_in: int, samples: list[Sample], input_ids: set[str], ledger: _Ledger, per_op: list, recipe_hash: str) -> StepReport:
-    inputs = [r for r in ledger.records if "source_id" not in r]
-    created = [r for r in ledger.records if "source_id" in r]
-    kept_from_input = sum(1 for s in samples if s.id in input_ids)
-    return StepReport(
-        n_in=n_in,
-        kept=len(samples),
-        kept_from_input=kept_from_input,
-        filtered=sum(1 for r in inputs if r["status"] == "filtered"),
-        rejected=sum(1 for r in inputs if r["status"] == "rejected"),
-        added=len(created),
-        added_kept=len(samples) - kept_from_input,
-        per_op=per_op,
-        recipe_hash=recipe_hash,
-        cache_hits=sum(c.get("cache_hits", 0) for c in per_op),
-        cache_misses=sum(c.get("cache_misses", 0) for c in per_op),
-    )
+def _same_file(source: Path, target: Path) -> bool:
+    """True if ``target`` is ``source`` (a hard link) or a finished copy of it (same size and mtime)."""
+    try:
+        a, b = source.stat(), target.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) or (a.st_size, a.st_mtime_ns) == (b.st_size, b.st_mtime_ns)

@@ -1,9 +1,17 @@
-"""The filter and caption steps: run a recipe over a dataset and account for every sample."""
+"""The filter and caption steps: run a recipe over a dataset and account for every sample.
+
+A step killed part-way resumes at its last completed chunk when started again
+on the same output folder; a step already finished (``step.json`` names the
+same fingerprint) does no work and says so; an unreachable tracking server
+fails it before any work, naming the URL, and keeps whatever is on disk.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -12,10 +20,13 @@ import mlflow
 
 from bettersynth.ops import OPERATORS
 from bettersynth.ops.base import Filter
-from bettersynth.ops.runner import run_recipe
+from bettersynth.ops.runner import DEFAULT_CHUNK_SIZE, run_recipe
+from bettersynth.ops.step_files import run_fingerprint
 from bettersynth.recipe import Recipe
 from bettersynth.sample_sheet import write_step_pictures
 from bettersynth.tracking import step_run
+
+log = logging.getLogger(__name__)
 
 PER_OP_COUNTS = ("in", "kept", "filtered", "rejected", "added")  # logged as op/<count>, step = position in the recipe
 
@@ -70,6 +81,7 @@ def process_dataset(
     fraction: float = 1.0,
     seed: int = 0,
     batch_size: int = 32,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> dict:
     """Run ``recipe_path`` on ``input_dir/samples.jsonl`` into ``out_dir``; log counts to MLflow.
 
@@ -78,6 +90,13 @@ def process_dataset(
     """
     recipe = Recipe.load(recipe_path)
     select = seeded_fraction(fraction, seed) if fraction < 1.0 else None
+    resume_key = f"fraction={fraction},seed={seed}"
+    fingerprint = run_fingerprint(recipe.hash(), Path(input_dir) / "samples.jsonl", chunk_size, resume_key)
+    done = _finished_step(Path(out_dir), fingerprint)
+    if done is not None:
+        log.info("%s: step %r already finished for this recipe and input (step.json); nothing to do", out_dir, step)
+        return done
+    (Path(out_dir) / "step.json").unlink(missing_ok=True)  # from a run on other inputs: no longer true
     params = {"recipe.name": recipe.name or Path(recipe_path).stem, "recipe.hash": recipe.hash(), "fraction": fraction, "seed": seed}
     params |= recipe.flat_params()
     with step_run(step, params=params, tags={"recipe.hash": recipe.hash()}):
@@ -89,11 +108,24 @@ def process_dataset(
             model_root=Path(model_root),
             batch_size=batch_size,
             select=select,
+            chunk_size=chunk_size,
+            resume_key=resume_key,
         )
         summary = asdict(report)
         log_step_report(recipe, Path(input_dir), Path(out_dir), summary)
         mlflow.log_text(Path(recipe_path).read_text(), "recipe.yaml")
         summary["recipe_hash"] = recipe.hash()
         summary["mlflow_run_id"] = mlflow.active_run().info.run_id
-    (Path(out_dir) / "step.json").write_text(json.dumps(summary, indent=2, default=str))
+    tmp = Path(out_dir) / "step.json.partial"
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    os.replace(tmp, Path(out_dir) / "step.json")
     return summary
+
+
+def _finished_step(out_dir: Path, fingerprint: str) -> dict | None:
+    """The summary of a finished run of this step on the same inputs, if the folder holds one."""
+    try:
+        summary = json.loads((out_dir / "step.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("fingerprint") == fingerprint and summary.get("mlflow_run_id") else None

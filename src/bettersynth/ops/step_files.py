@@ -1,0 +1,161 @@
+"""A step's output folder, written chunk by chunk so that a killed run resumes where it stopped.
+
+Why: preempted nodes are normal. Outputs grow as ``.resume/<name>`` files
+and only reach their final names by an atomic rename once the whole input is
+done, so a reader never sees a partial ``samples.jsonl``. After every chunk
+the partial files are flushed to disk and ``.resume/checkpoint.json`` records
+their lengths, the input position and the counters; a restarted run cuts the
+files back to those lengths (dropping whatever a killed chunk half wrote) and
+goes on from there, so it ends byte-identical to a run never interrupted.
+``report.json`` is written last: it marks the folder complete, and carries
+the fingerprint of what produced it, so a second run does no work.
+
+Layout while running::
+
+    out/.resume/checkpoint.json   chunks done, input position, sizes, counters, op states
+    out/.resume/samples.jsonl     (and outcomes.jsonl, rejected.jsonl) grown chunk by chunk
+    out/.resume/ids.sqlite        every id produced so far (duplicate check)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from bettersynth.data.jsonl import Position, append_jsonl
+
+log = logging.getLogger(__name__)
+
+RESUME_DIR = ".resume"
+OUTPUTS = ("samples.jsonl", "outcomes.jsonl", "rejected.jsonl")
+REPORT = "report.json"
+CHECKPOINT = "checkpoint.json"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_fingerprint(recipe_hash: str, input_jsonl: Path, chunk_size: int, key: str = "") -> str:
+    """What decides a run's output: recipe, input bytes, chunking and the caller's ``key``
+    (e.g. the captioned fraction and seed). Paths are left out so it is the same on every machine."""
+    parts = [recipe_hash, file_sha256(input_jsonl), str(chunk_size), key]
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Checkpoint:
+    fingerprint: str
+    chunks: int = 0  # chunks completed
+    position: Position = field(default_factory=Position)  # where the next chunk starts in the input
+    sizes: dict[str, int] = field(default_factory=dict)  # bytes of each partial output after ``chunks``
+    tally: dict[str, Any] = field(default_factory=dict)  # the runner's counters after ``chunks``
+    op_states: dict[str, Any] = field(default_factory=dict)  # state_dict() of ops that carry state, by position
+    report: dict[str, Any] | None = None  # set once every chunk is done: the run is renaming its outputs
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Checkpoint:
+        return cls(**{**data, "position": Position(**data["position"])})
+
+
+class StepFiles:
+    """Partial outputs and their checkpoint under ``out_dir/.resume``."""
+
+    def __init__(self, out_dir: Path, fingerprint: str):
+        self.out_dir = Path(out_dir)
+        self.work = self.out_dir / RESUME_DIR
+        self.fingerprint = fingerprint
+        self._handles: dict[str, BinaryIO] = {}
+
+    def finished_report(self) -> dict[str, Any] | None:
+        """The saved report when the folder is complete for this same fingerprint."""
+        try:
+            report = json.loads((self.out_dir / REPORT).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if report.get("fingerprint") != self.fingerprint or not all((self.out_dir / n).is_file() for n in OUTPUTS):
+            return None
+        return report
+
+    def open(self, resume: bool) -> Checkpoint:
+        """Start fresh, or pick up a killed run of the same fingerprint at its last completed chunk."""
+        checkpoint = self._load() if resume else None
+        if checkpoint is None:
+            if self.work.exists():
+                shutil.rmtree(self.work)
+            (self.out_dir / REPORT).unlink(missing_ok=True)  # the old folder is no longer complete
+            self.work.mkdir(parents=True)
+            checkpoint = Checkpoint(self.fingerprint, sizes=dict.fromkeys(OUTPUTS, 0))
+        elif checkpoint.report is None:
+            log.info("%s: resuming after %d completed chunk(s) (input line %d)", self.out_dir, checkpoint.chunks, checkpoint.position.line)
+        if checkpoint.report is None:
+            for name in OUTPUTS:
+                handle = (self.work / name).open("ab")
+                handle.truncate(checkpoint.sizes[name])  # drop what a killed chunk half wrote
+                handle.seek(checkpoint.sizes[name])
+                self._handles[name] = handle
+        return checkpoint
+
+    def _load(self) -> Checkpoint | None:
+        try:
+            data = json.loads((self.work / CHECKPOINT).read_text(encoding="utf-8"))
+            checkpoint = Checkpoint.from_json(data)
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if checkpoint.fingerprint != self.fingerprint:
+            log.info("%s: earlier partial run had other inputs; starting over", self.out_dir)
+            return None
+        if checkpoint.report is None and not all((self.work / n).is_file() for n in OUTPUTS):
+            return None
+        return checkpoint
+
+    def append(self, name: str, records: Iterable[dict[str, Any]]) -> None:
+        append_jsonl(self._handles[name], records)
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        """Make the chunk durable: flush and sync the partial files, then record their sizes."""
+        for name, handle in self._handles.items():
+            handle.flush()
+            os.fsync(handle.fileno())
+            checkpoint.sizes[name] = os.fstat(handle.fileno()).st_size
+        self._write_checkpoint(checkpoint)
+
+    def finish(self, checkpoint: Checkpoint) -> None:
+        """Give the outputs their final names, then write ``report.json`` (the completion mark)."""
+        if self._handles:
+            self.commit(checkpoint)  # with the report set: a kill from here on only repeats the renames
+        self.close()
+        for name in OUTPUTS:
+            if (self.work / name).exists():
+                os.replace(self.work / name, self.out_dir / name)
+        _atomic_write(self.out_dir / REPORT, json.dumps(checkpoint.report, indent=2) + "\n")
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+    def _write_checkpoint(self, checkpoint: Checkpoint) -> None:
+        # keys keep their order: the report is rebuilt from these counters on resume
+        _atomic_write(self.work / CHECKPOINT, json.dumps(asdict(checkpoint)))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
