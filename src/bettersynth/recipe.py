@@ -15,6 +15,20 @@ Example::
     recipe = Recipe.load("recipe.yaml")
     recipe.hash()         # sha256 of the normalised ops
     recipe.flat_params()  # {"image_text_similarity_filter.min_score": 0.32, ...}
+
+A multi-round recipe replaces ``process`` by ``rounds``: each round is a
+``process`` list applied to the samples its ``where`` selects (by a stat an
+earlier round scored, or a seeded fraction); the others pass it untouched
+and the results merge back. ``bettersynth.data.rounds.run_rounds`` runs it::
+
+    rounds:
+      - name: score
+        process: [{image_text_similarity_filter: {hf_clip: clip, min_score: 0.01}}]
+      - name: recaption-low
+        where: {stat: image_text_similarity, max: 0.28}
+        process:
+          - image_captioning_mapper: {hf_img2seq: blip2, keep_original_sample: false}
+          - image_text_similarity_filter: {hf_clip: clip, min_score: 0.28}
 """
 
 from __future__ import annotations
@@ -24,10 +38,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from bettersynth.ops import OPERATORS, OpConfig, OpContext, Operator
 
@@ -69,15 +83,52 @@ class OpSpec:
         return OPERATORS.get(self.name)(self.config, context)
 
 
+class RoundSelect(BaseModel):
+    """Which samples enter a round; the rest pass it unchanged. Unset parts select everything."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stat: str | None = None  # a __dj__stats__ key scored by an earlier round; samples without it do not enter
+    min: float = float("-inf")  # closed range of the stat that enters
+    max: float = float("inf")
+    any_or_all: Literal["any", "all"] = "any"  # list-valued stats: one value in range, or every value
+    fraction: float | None = None  # a seeded share of the samples (hash of seed and id), after the stat test
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> RoundSelect:
+        if self.fraction is not None and not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"field 'fraction': must be in [0, 1], got {self.fraction}")
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} > max {self.max}")
+        return self
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round of a multi-round recipe: its ops and the samples they apply to."""
+
+    name: str
+    ops: list[OpSpec]
+    where: RoundSelect | None = None  # None: every sample enters
+
+    def normalised(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "process": [{s.name: s.config.model_dump(mode="json")} for s in self.ops]}
+        if self.where is not None:
+            data["where"] = self.where.model_dump(mode="json", exclude_defaults=True)
+        return data
+
+
 @dataclass
 class Recipe:
-    ops: list[OpSpec]
+    ops: list[OpSpec]  # every op; for a multi-round recipe, all rounds' ops in order
     name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # Data-Juicer keys, kept as given
     source: str = "<recipe>"
+    rounds: list[Round] = field(default_factory=list)  # empty for a single-``process`` recipe
 
     @classmethod
-    def load(cls, path: str | Path) -> "Recipe":
+    def load(cls, path: str | Path) -> Recipe:
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -86,36 +137,38 @@ class Recipe:
         return cls.from_dict(data, source=str(path))
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<recipe>") -> "Recipe":
+    def from_dict(cls, data: Any, source: str = "<recipe>") -> Recipe:
         """Validate the whole recipe, then raise once listing every problem found."""
         if not isinstance(data, dict):
             raise ValueError(f"{source}: a recipe must be a mapping with a 'process' list")
         problems = []
-        unknown = set(data) - {"name", "process"} - DATA_JUICER_KEYS
+        unknown = set(data) - {"name", "process", "rounds"} - DATA_JUICER_KEYS
         if unknown:
-            problems.append(f"unknown top-level key(s) {sorted(unknown)}; expected 'name', 'process' or Data-Juicer keys")
+            problems.append(f"unknown top-level key(s) {sorted(unknown)}; expected 'name', 'process', 'rounds' or Data-Juicer keys")
         for key, allowed in DATA_JUICER_FIXED.items():
             if key in data and data[key] not in allowed:
                 problems.append(f"Data-Juicer option {key}={data[key]!r} is not supported (only {allowed[0]!r})")
         name = data.get("name")
         if name is not None and not isinstance(name, str):
             problems.append("field 'name' must be a string")
-        process = data.get("process")
-        ops = []
-        if not isinstance(process, list) or not process:
-            problems.append("field 'process' must be a non-empty list of operators")
+        rounds: list[Round] = []
+        if "rounds" in data:
+            if "process" in data:
+                problems.append("give either 'process' (one round) or 'rounds', not both")
+            rounds = _parse_rounds(data["rounds"], source, problems)
+            ops = [spec for r in rounds for spec in r.ops]
         else:
-            for i, entry in enumerate(process):
-                try:
-                    ops.append(_parse_op(entry, i, source))
-                except ValueError as exc:
-                    problems.append(str(exc).removeprefix(f"{source}: "))
+            ops = _parse_process(data.get("process"), source, "", problems)
         if len(problems) == 1:
             raise ValueError(f"{source}: {problems[0]}")
         if problems:
             raise ValueError(f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
         extra = {k: v for k, v in data.items() if k in DATA_JUICER_KEYS}
-        return cls(ops=ops, name=name, extra=extra, source=source)
+        return cls(ops=ops, name=name, extra=extra, source=source, rounds=rounds)
+
+    @property
+    def is_multi_round(self) -> bool:
+        return bool(self.rounds)
 
     def normalised(self) -> list[dict[str, Any]]:
         """The ops with every parameter (defaults included), as plain JSON data."""
@@ -123,8 +176,12 @@ class Recipe:
 
     def hash(self) -> str:
         """sha256 of the normalised ops: same operations → same hash, whatever the name,
-        paths, key order or whether defaults were written out."""
-        text = json.dumps({"process": self.normalised()}, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        paths, key order or whether defaults were written out. Rounds (their selection
+        and grouping) are part of what is computed, so they are part of the hash."""
+        body: dict[str, Any] = {"process": self.normalised()}
+        if self.rounds:
+            body = {"rounds": [r.normalised() for r in self.rounds]}
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def flat_params(self) -> dict[str, Any]:
@@ -143,15 +200,67 @@ class Recipe:
         data: dict[str, Any] = dict(self.extra)
         if self.name is not None:
             data["name"] = self.name
-        data["process"] = self.normalised()
+        if self.rounds:
+            data["rounds"] = [r.normalised() for r in self.rounds]
+        else:
+            data["process"] = self.normalised()
         return data
 
     def build_ops(self, context: OpContext) -> list[Operator]:
+        if self.rounds:
+            raise ValueError(f"{self.source}: this recipe has rounds (each applies to a subset); "
+                             "run it with bettersynth.data.rounds.run_rounds, not as one op list")
         return [spec.build(context) for spec in self.ops]
 
+    def round_recipe(self, index: int) -> Recipe:
+        """Round ``index`` as a plain single-process recipe (what the runner executes)."""
+        r = self.rounds[index]
+        return Recipe(ops=list(r.ops), name=f"{self.name or 'recipe'}/{r.name}", extra=dict(self.extra), source=f"{self.source}#rounds[{index}]")
 
-def _parse_op(entry: Any, index: int, source: str) -> OpSpec:
-    where = f"{source}: process[{index}]"
+
+def _parse_process(process: Any, source: str, where: str, problems: list[str]) -> list[OpSpec]:
+    ops = []
+    if not isinstance(process, list) or not process:
+        problems.append(f"field '{where}process' must be a non-empty list of operators")
+        return ops
+    for i, entry in enumerate(process):
+        try:
+            ops.append(_parse_op(entry, i, source, where))
+        except ValueError as exc:
+            problems.append(str(exc).removeprefix(f"{source}: "))
+    return ops
+
+
+def _parse_rounds(rounds: Any, source: str, problems: list[str]) -> list[Round]:
+    if not isinstance(rounds, list) or not rounds:
+        problems.append("field 'rounds' must be a non-empty list of rounds")
+        return []
+    parsed, names = [], set()
+    for i, entry in enumerate(rounds):
+        where = f"rounds[{i}]."
+        if not isinstance(entry, dict):
+            problems.append(f"rounds[{i}]: a round must be a mapping with 'process' (and optional 'name', 'where')")
+            continue
+        unknown = set(entry) - {"name", "where", "process"}
+        if unknown:
+            problems.append(f"rounds[{i}]: unknown key(s) {sorted(unknown)}; expected 'name', 'where', 'process'")
+        name = str(entry.get("name", f"round-{i}"))
+        if name in names:
+            problems.append(f"rounds[{i}]: round name {name!r} is used twice")
+        names.add(name)
+        select = None
+        if entry.get("where") is not None:
+            try:
+                select = RoundSelect(**entry["where"]) if isinstance(entry["where"], dict) else RoundSelect.model_validate(entry["where"])
+            except (ValidationError, TypeError) as exc:
+                detail = "; ".join(_describe(err, list(RoundSelect.model_fields)) for err in exc.errors()) if isinstance(exc, ValidationError) else str(exc)
+                problems.append(f"rounds[{i}].where: {detail}")
+        parsed.append(Round(name, _parse_process(entry.get("process"), source, where, problems), select))
+    return parsed
+
+
+def _parse_op(entry: Any, index: int, source: str, prefix: str = "") -> OpSpec:
+    where = f"{source}: {prefix}process[{index}]"
     if isinstance(entry, str):  # "- words_num_filter" with no parameters
         entry = {entry: None}
     if not isinstance(entry, dict) or len(entry) != 1:

@@ -1,6 +1,7 @@
 """The single inference path every model-using operator goes through (STYLE rule 3)."""
 
 from bettersynth.engine import hf_loaders  # noqa: F401  (registers the hf_* loaders)
+from bettersynth.engine import aesthetics, image_classification, itm, open_clip_loader  # noqa: F401  (register their loaders)
 from bettersynth.engine.captioning import CaptionTask, SeededSampling
 from bettersynth.engine.clip_similarity import ClipSimilarityTask
 from bettersynth.engine.device import resolve_device, resolve_dtype

@@ -35,3 +35,24 @@ def load_hf_img2seq(path: Path, device: str, dtype: torch.dtype) -> ModelBundle:
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
     return ModelBundle(model, processor)
+
+
+@MODEL_LOADERS.register("hf_causal_lm")
+def load_hf_causal_lm(path: Path, device: str, dtype: torch.dtype) -> ModelBundle:
+    """Any ``AutoModelForCausalLM`` directory; the tokenizer is the processor."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
+    info = {"bos_token_id": tokenizer.bos_token_id, "max_length": getattr(model.config, "max_position_embeddings", None)}
+    return ModelBundle(model, tokenizer, info)
+
+
+@MODEL_LOADERS.register("hf_owlvit")
+def load_hf_owlvit(path: Path, device: str, dtype: torch.dtype) -> ModelBundle:
+    """An ``OwlViTForObjectDetection`` directory with its ``OwlViTProcessor``."""
+    from transformers import OwlViTForObjectDetection, OwlViTProcessor
+
+    processor = OwlViTProcessor.from_pretrained(path, local_files_only=True)
+    model = OwlViTForObjectDetection.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
+    return ModelBundle(model, processor, {"max_text_len": model.config.text_config.max_position_embeddings})

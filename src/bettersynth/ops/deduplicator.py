@@ -1,0 +1,74 @@
+"""Deduplication as a filter: the hash is the per-sample stat, the first occurrence is kept.
+
+Why: a runner may hand a filter the whole dataset at once or in successive
+chunks; a deduplicator must give the same answer either way. The hash of a
+sample depends on that sample alone (so it is computed per batch and may be
+cached); the keep decision walks the samples in input order and remembers
+what it has kept, in the op instance, across ``process`` calls of one run
+(ops are built afresh for every run, so nothing leaks between runs), and
+hands it to the runner as a state dict to checkpoint (``ops.stream.CarriesState``). A
+duplicate is filtered with the bound ``duplicate_of=<id of the kept sample>``.
+Samples rejected before (or by) the op are never remembered. An empty hash
+(nothing to compare, e.g. a sample without images) is always kept.
+
+Example::
+
+    class DocumentDeduplicator(Deduplicator):
+        name, stat_key = "document_deduplicator", "text_md5"
+        def compute_stats(self, batch): return [md5(s.text) for s in batch]
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from bettersynth.data.sample import Sample
+from bettersynth.ops.base import Decision, Filter
+
+
+class Deduplicator(Filter):
+    """Keeps the first sample of every hash (override ``match``/``remember`` for near matches)."""
+
+    analyzable: ClassVar[bool] = False  # the stat is a hash: no percentiles or histograms to draw
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.first_ids: dict[Any, str] = {}  # hash -> id of the sample kept for it
+        self.duplicates = 0  # samples filtered as duplicates so far in this run
+
+    def match(self, value: Any) -> str | None:
+        """The id of the kept sample ``value`` duplicates, or None."""
+        return self.first_ids.get(value)
+
+    def remember(self, value: Any, sample_id: str) -> None:
+        """``value`` was kept as ``sample_id``."""
+        self.first_ids.setdefault(value, sample_id)
+
+    def remember_duplicate(self, value: Any, first_id: str) -> None:
+        """``value`` was dropped as a duplicate of ``first_id`` (near-match ops chain through it)."""
+
+    def keep(self, sample: Sample) -> Decision:
+        if self.stat_key not in sample.stats:
+            raise ValueError(f"{self.name}: sample {sample.id!r} has no stat {self.stat_key!r}")
+        value = sample.stats[self.stat_key]
+        if not value:
+            return Decision(True, self.stat_key, value)
+        first = self.match(value)
+        if first is not None:
+            self.duplicates += 1
+            self.remember_duplicate(value, first)
+            return Decision(False, self.stat_key, value, f"duplicate_of={first}")
+        self.remember(value, sample.id)
+        return Decision(True, self.stat_key, value)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What was kept so far (``ops.stream.CarriesState``): saved with each chunk, restored on resume."""
+        return {"first": [[value, sample_id] for value, sample_id in self.first_ids.items()], "duplicates": self.duplicates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.first_ids = {value: sample_id for value, sample_id in state["first"]}
+        self.duplicates = state["duplicates"]
+
+    def extra_counts(self) -> dict[str, Any]:
+        """For the step's counts: distinct hashes kept and duplicates dropped so far."""
+        return {"distinct": len(self.first_ids), "duplicates": self.duplicates}

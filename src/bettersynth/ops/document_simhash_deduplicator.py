@@ -1,0 +1,118 @@
+"""Drop captions that nearly repeat an earlier one, by SimHash (Data-Juicer's ``document_simhash_deduplicator``).
+
+Why: templated or lightly edited captions ("a photo of a dog on grass" /
+"a photo of the dog on grass") are near-duplicates that exact hashing misses.
+As in Data-Juicer, the caption is cut into shingles of ``window_size`` tokens
+(split on spaces, on punctuation, or characters), hashed into a 64-bit
+SimHash, and samples whose hashes differ in at most ``hamming_distance`` bits
+are duplicates. Data-Juicer clusters the whole dataset at once and keeps the
+first sample of each cluster; in a stream a sample is a duplicate when it is
+within ``hamming_distance`` of any earlier sample (kept or dropped), and it
+names the kept sample of the earliest such group. The two differ only when
+a later sample bridges two groups that were distinct so far. The stat is the
+hash as a decimal string (Data-Juicer's form); special tokens are removed
+from the text first, and short texts are not all hashed to 0 (see ``shingles``).
+
+Example (recipe)::
+
+    - document_simhash_deduplicator: {tokenization: space, window_size: 6, num_blocks: 6, hamming_distance: 4}
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from bettersynth.data.sample import Sample, clean_text
+from bettersynth.ops.base import OpConfig
+from bettersynth.ops.deduplicator import Deduplicator
+from bettersynth.ops.simhash import SimhashIndex, compute, shingles, unsigned_hash
+
+
+def split_on_punctuation(text: str) -> list[str]:
+    """Pieces between Unicode punctuation characters (``regex.split(r"\\p{P}", text)``)."""
+    pieces, current = [], []
+    for char in text:
+        if unicodedata.category(char).startswith("P"):
+            pieces.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    pieces.append("".join(current))
+    return pieces
+
+
+class DocumentSimhashDeduplicator(Deduplicator):
+    name = "document_simhash_deduplicator"
+    stat_key = "simhash"
+
+    class Config(OpConfig):
+        tokenization: Literal["space", "punctuation", "character"] = "space"  # how text is cut into tokens
+        window_size: int = Field(6, ge=1)  # tokens per shingle
+        lowercase: bool = True  # compare lower-cased text
+        ignore_pattern: str | None = None  # regular expression (Python re) of text to drop before hashing
+        num_blocks: int = Field(6, ge=1, le=64)  # index blocks; must exceed hamming_distance
+        hamming_distance: int = Field(4, ge=1)  # most differing bits between near-duplicates
+
+        @model_validator(mode="after")
+        def _blocks(self) -> DocumentSimhashDeduplicator.Config:
+            if self.hamming_distance >= self.num_blocks:
+                raise ValueError(f"hamming_distance ({self.hamming_distance}) must be < num_blocks ({self.num_blocks})")
+            if self.ignore_pattern is not None:
+                try:
+                    re.compile(self.ignore_pattern)
+                except re.error as exc:
+                    raise ValueError(f"ignore_pattern: not a valid regex ({exc})") from None
+            return self
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.index = SimhashIndex(self.config.num_blocks, self.config.hamming_distance)
+        self._pattern = re.compile(self.config.ignore_pattern) if self.config.ignore_pattern else None
+        self._order: dict[int, int] = {}  # hash -> when it was first seen
+
+    def tokens(self, text: str) -> list[str]:
+        cfg = self.config
+        text = clean_text(text)
+        if cfg.lowercase:
+            text = text.lower()
+        if self._pattern is not None:
+            text = self._pattern.sub("", text)
+        if cfg.tokenization == "character":
+            return list(text)
+        parts = split_on_punctuation(text) if cfg.tokenization == "punctuation" else text.split(" ")
+        return [p for p in parts if p]
+
+    def simhash(self, text: str) -> int:
+        sep = "" if self.config.tokenization == "character" else " "
+        return compute(unsigned_hash(f) for f in shingles(self.tokens(text), self.config.window_size, sep))
+
+    def compute_stats(self, batch: list[Sample]) -> list[str]:
+        return [str(self.simhash(sample.text)) for sample in batch]
+
+    def match(self, value: str) -> str | None:
+        near = self.index.near(int(value))
+        return self.first_ids[min(near, key=self._order.__getitem__)] if near else None
+
+    def remember(self, value: str, sample_id: str) -> None:
+        self._index(int(value), sample_id)
+
+    def remember_duplicate(self, value: str, first_id: str) -> None:
+        self._index(int(value), first_id)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Rebuild the index from the saved hashes, in the order they were first seen."""
+        self.index = SimhashIndex(self.config.num_blocks, self.config.hamming_distance)
+        self.first_ids, self._order = {}, {}
+        for h, kept_id in state["first"]:
+            self._index(int(h), kept_id)
+        self.duplicates = state["duplicates"]
+
+    def _index(self, h: int, kept_id: str) -> None:
+        if h not in self._order:
+            self._order[h] = len(self._order)
+            self.index.add(h)
+            self.first_ids[h] = kept_id
