@@ -58,7 +58,7 @@ def test_ops_captioning_new_samples_and_provenance(model_root, data_root):
     assert a.original is not None and a.original.id == "a" and a.original.text == "<__dj__image> a red bus <|__dj__eoc|>"
     new = a.added[0]
     assert new.id == "a#cap0" and new.images == ["imgs/0.png"]
-    assert new.meta["provenance"] == {"source_id": "a", "op": "image_captioning_mapper", "model": "blip", "seed": 3, "candidates": [0]}
+    assert new.meta["provenance"] == [{"source_id": "a", "op": "image_captioning_mapper", "model": "blip", "seed": 3, "candidates": [0]}]
     assert new.meta["src"] == "sbu" and new.stats == {}
     assert new.text.startswith("<__dj__image> ") and new.text.endswith(" <|__dj__eoc|>")
     assert new.text.count("<__dj__image>") == 1

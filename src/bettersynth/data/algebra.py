@@ -24,6 +24,8 @@ from pathlib import Path
 
 from bettersynth.data.images import resolve_image
 from bettersynth.data.jsonl import read_jsonl, write_samples
+from bettersynth.data.provenance import source_id as provenance_source
+from bettersynth.data.provenance import with_provenance
 from bettersynth.data.sample import Sample
 
 SAMPLES = "samples.jsonl"
@@ -59,13 +61,16 @@ def load_variant(path: Path) -> list[Sample]:
     return samples
 
 
+def content_name(data: bytes, suffix: str) -> str:
+    """The file name of an image in a variant: a sha256 prefix of its bytes (128 bits) and its suffix."""
+    return f"{hashlib.sha256(data).hexdigest()[:32]}{suffix.lower()}"
+
+
 def _with_provenance(sample: Sample, **provenance) -> Sample:
-    meta = dict(sample.meta)
-    meta["provenance"] = [*meta.get("provenance", []), provenance]
-    return Sample(sample.id, sample.text, list(sample.images), meta, dict(sample.stats))
+    return Sample(sample.id, sample.text, list(sample.images), with_provenance(sample.meta, **provenance), dict(sample.stats))
 
 
-class _Writer:
+class VariantWriter:
     """Writes samples with images stored once, named by content hash (so DVC stores each once too)."""
 
     def __init__(self, out_dir: Path) -> None:
@@ -84,8 +89,7 @@ class _Writer:
         self.samples.append(Sample(sample.id, sample.text, images, sample.meta, sample.stats))
 
     def _store(self, source: Path) -> str:
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:32]
-        rel = f"images/{digest}{source.suffix.lower()}"
+        rel = f"images/{content_name(source.read_bytes(), source.suffix)}"
         target = self.out_dir / rel
         if not target.exists():
             try:
@@ -112,7 +116,7 @@ def mix(parts: list[Part], out_dir: Path, total: int | None = None, seed: int = 
         total = int(min(len(pool) * weight / p.ratio for pool, p in zip(pools, parts) if p.ratio > 0))
     wanted = [round(total * p.ratio / weight) for p in parts]
     rng = random.Random(seed)
-    writer = _Writer(Path(out_dir))
+    writer = VariantWriter(Path(out_dir))
     report = AlgebraReport("mix", {"parts": [(str(p.path), p.ratio) for p in parts], "total": total, "seed": seed}, 0)
     for part, pool, count in zip(parts, pools, wanted):
         if count > len(pool):
@@ -130,7 +134,7 @@ def repeat(source: Path, out_dir: Path, times: int, ids: set[str] | None = None)
     if times < 1:
         raise ValueError(f"times must be >= 1, got {times}")
     samples = load_variant(source)
-    writer = _Writer(Path(out_dir))
+    writer = VariantWriter(Path(out_dir))
     added = 0
     for sample in samples:
         writer.add(sample, source)
@@ -147,7 +151,7 @@ def cap(source: Path, out_dir: Path, n: int, seed: int = CHALLENGE_CAP_SEED) -> 
     """A seeded random subsample of at most ``n`` samples (the challenge's 200k cap, seed 1024)."""
     samples = load_variant(source)
     kept = samples if len(samples) <= n else random.Random(seed).sample(samples, n)
-    writer = _Writer(Path(out_dir))
+    writer = VariantWriter(Path(out_dir))
     for sample in sorted(kept, key=lambda s: s.id):
         writer.add(sample, source)
     n_out = writer.close()
@@ -157,18 +161,19 @@ def cap(source: Path, out_dir: Path, n: int, seed: int = CHALLENGE_CAP_SEED) -> 
 def replace(base: Path, replacement: Path, out_dir: Path, id_key: str = "source_id") -> AlgebraReport:
     """Swap samples of ``base`` for their re-synthesised versions in ``replacement``.
 
-    A replacement sample names the base sample it replaces by its own id, or by
-    ``meta[id_key]`` (as synthesis ops record it); unmatched replacements are an error.
+    A replacement sample names the base sample it replaces by its own id, by
+    ``meta[id_key]``, or by the source id of its latest provenance record (as
+    synthesis ops write it); unmatched replacements are an error.
     """
     originals = load_variant(base)
     by_target: dict[str, Sample] = {}
     known = {s.id for s in originals}
     for sample in load_variant(replacement):
-        target = sample.id if sample.id in known else str(sample.meta.get(id_key, ""))
+        target = sample.id if sample.id in known else str(sample.meta.get(id_key) or provenance_source(sample) or "")
         if target not in known:
             raise ValueError(f"replace: {replacement / SAMPLES}: sample {sample.id!r} matches no sample of {base}")
         by_target[target] = sample
-    writer = _Writer(Path(out_dir))
+    writer = VariantWriter(Path(out_dir))
     for sample in originals:
         new = by_target.get(sample.id)
         if new is None:

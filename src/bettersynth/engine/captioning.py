@@ -5,6 +5,11 @@ batch sizes) give different data. Here each row carries its own seed and
 sampling is done with the Gumbel-max trick: argmax(log p + Gumbel noise) is an
 exact sample from p, and the noise for a row comes from that row's own
 generator, so a caption depends only on (model, image, prompt, seed).
+
+One task covers the families ``AutoModelForImageTextToText`` loads: BLIP and
+BLIP-2 (image, optional text prefix), GIT (a decoder that continues the
+prefix) and chat VLMs such as LLaVA (a processor with a chat template: the
+prompt goes into a user turn next to the image).
 """
 
 from __future__ import annotations
@@ -58,12 +63,19 @@ class CaptionTask(InferenceTask):
         return image_rows(sample_idx, sample, repeat=self.candidates, seed=self.seed)
 
     def prepare(self, row: Row, image: Image.Image | None, processor: Any, info: dict) -> dict[str, Any]:
-        kwargs = {"text": self.prompt} if self.prompt else {}
+        text = model_prompt(processor, self.prompt)
+        kwargs = {"text": text} if text else {}
         encoded = processor(images=image, return_tensors="pt", **kwargs)
-        return {name: value[0] for name, value in encoded.items() if isinstance(value, torch.Tensor)}
+        prepared = {name: value[0] for name, value in encoded.items() if isinstance(value, torch.Tensor)}
+        if type(processor).__name__ == "GitProcessor" and "input_ids" in prepared:
+            # GIT continues its prefix: the tokenizer's closing [SEP] would end the caption at once.
+            sep = getattr(processor.tokenizer, "sep_token_id", None)
+            if sep is not None and int(prepared["input_ids"][-1]) == sep:
+                prepared = {k: v[:-1] if k in ("input_ids", "attention_mask", "token_type_ids") else v for k, v in prepared.items()}
+        return prepared
 
     def collate(self, prepared: list[dict[str, Any]], processor: Any, info: dict) -> dict[str, Any]:
-        # Every row has the same prompt, so token tensors have equal lengths.
+        # Every row has the same prompt (and image size), so token tensors have equal lengths.
         return {name: torch.stack([p[name] for p in prepared]) for name in prepared[0]}
 
     def forward(self, bundle: ModelBundle, inputs: dict[str, Any], rows: list[Row]) -> list[str]:
@@ -87,3 +99,20 @@ class CaptionTask(InferenceTask):
             prefix = " ".join(tokenizer.decode(tokenizer(self.prompt)["input_ids"], skip_special_tokens=True).split())
             captions = [c[len(prefix) :].strip() if prefix and c.startswith(prefix) else c for c in captions]
         return captions
+
+
+def model_prompt(processor: Any, prompt: str | None) -> str | None:
+    """The text a processor gets with the image.
+
+    A chat VLM (its processor has a chat template) needs the image placeholder
+    in a user turn, so the prompt (or a plain captioning request) is wrapped in
+    one; BLIP-style processors take the prompt as a caption prefix as is.
+    """
+    if getattr(processor, "chat_template", None):
+        request = prompt or DEFAULT_CHAT_PROMPT
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": request}]}]
+        return processor.apply_chat_template(messages, add_generation_prompt=True)
+    return prompt
+
+
+DEFAULT_CHAT_PROMPT = "Describe the image in one sentence."
