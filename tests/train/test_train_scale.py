@@ -1,6 +1,6 @@
 """Scaling settings as data: the DeepSpeed ZeRO-2 JSON and multi-node job manifests agree with the batch arithmetic."""
 
-import builtins
+import sys
 
 import pytest
 import yaml
@@ -42,15 +42,7 @@ def test_deepspeed_only_with_cuda():
 
 
 def test_missing_deepspeed_says_how_to_get_it(monkeypatch):
-    real_import = builtins.__import__
-
-    def no_deepspeed(name, *args, **kwargs):
-        if name == "deepspeed":
-            raise ImportError("No module named 'deepspeed'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_deepspeed)
-    monkeypatch.delitem(__import__("sys").modules, "deepspeed", raising=False)
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # what import sees when the package is absent
     with pytest.raises(ImportError, match=r"bettersynth\[gpu\]"):
         require_deepspeed()
 
@@ -93,3 +85,31 @@ def test_world_size_that_cannot_meet_the_global_batch_is_refused():
         trainjob_manifest(job, defaults_for("finetune"))
     with pytest.raises(ValueError, match="DNS label"):
         MultiNodeJob(**JOB | {"name": "Seed_0"})
+
+
+def test_cpu_trains_with_the_torch_engine_and_refuses_deepspeed_on():
+    import torch
+
+    from bettersynth.train.engine import DistInfo, TorchEngine, make_engine
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only behaviour")
+    model = torch.nn.Linear(4, 2)
+    params = list(model.parameters())
+    stage = defaults_for("align", global_batch_size=4, per_device_batch_size=2)
+    engine = make_engine(model, params, stage, DeepSpeedSettings(), DistInfo())
+    assert isinstance(engine, TorchEngine)
+    # The step's gradient is the summed token loss over all micro-batches divided by the global token count.
+    x = torch.randn(6, 4)
+    for i, micro in enumerate((x[:3], x[3:])):
+        engine.backward(model(micro).sum(), global_tokens=12, last=i == 1)
+    expected = torch.autograd.grad(model(x).sum() / 12, params)
+    grads = [p.grad.clone() for p in params]
+    for p, g in zip(params, expected):
+        p.grad = g.clone()
+    want_norm = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
+    for p, g in zip(params, grads):
+        p.grad = g
+    assert engine.step(lr=0.0) == pytest.approx(want_norm)  # the norm of grads / 12, before clipping
+    with pytest.raises(ValueError, match="deepspeed.enabled is 'on'"):
+        make_engine(model, params, stage, DeepSpeedSettings(enabled="on"), DistInfo())

@@ -62,3 +62,12 @@ def test_sweep_aborts_a_seed_and_survivors_match_a_straight_run(mlflow_store, sm
     history = client.get_metric_history(train.info.run_id, "align/loss")
     assert sorted(m.step for m in history) == list(range(1, len(history) + 1)) and len(history) >= 2
     assert train.data.tags["dataset.hash"] == "md5/ab.dir"
+    for key in ("loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s"):  # every step, both stages
+        assert len(client.get_metric_history(train.info.run_id, f"finetune/{key}")) == 1, key
+        assert len(client.get_metric_history(train.info.run_id, f"align/{key}")) == len(history), key
+    model = client.get_logged_model(swept["mlflow_model_id"])
+    assert model.tags["dataset.hash"] == "md5/ab.dir" and model.tags["train.seed"] == "0"
+    assert model.source_run_id == train.info.run_id and model.model_type == "llava"
+    assert model.tags["checkpoint.uri"] == (tmp_path / "m0").resolve().as_uri()
+    assert model.tags["checkpoint.artifact"] == f"runs:/{train.info.run_id}/checkpoint"
+    assert train.data.tags["model.id"] == model.model_id

@@ -29,6 +29,7 @@ from bettersynth.data.sample import Sample
 from bettersynth.tracking import log_dataset_input, step_run
 from bettersynth.train import StageConfig, train_stage
 from bettersynth.train.checkpoint import latest_checkpoint
+from bettersynth.train.deepspeed import DeepSpeedSettings
 from bettersynth.train.seeds import SeedSelection, select_seeds as decide
 
 MAX_LOGGED_CHECKPOINT_BYTES = 2 << 30  # larger checkpoints are referenced, not copied into MLflow
@@ -46,6 +47,7 @@ class TrainPlan(BaseModel):
     sample_cap_seed: int = 1024  # the challenge's subsample seed
     seed_selection: SeedSelection = Field(default_factory=SeedSelection)  # early abort of poor stage-1 seeds
     checkpoint_root: str | None = None  # persistent folder (e.g. a PVC) for resumable checkpoints; None: scratch
+    deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)  # ZeRO-2 on GPUs (offload optional)
 
     @classmethod
     def load(cls, path: Path) -> "TrainPlan":
@@ -81,17 +83,30 @@ def _log_step(prefix: str, sink: list | None = None):
     return log
 
 
-def _log_checkpoint(path: Path) -> None:
+def _log_checkpoint(path: Path, tags: dict[str, str], run_id: str) -> str:
+    """Log the final checkpoint: its files as the run's ``checkpoint`` artifact (unless too large), and an
+    MLflow LoggedModel that references it, tagged with the dataset hash; returns the model id."""
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    if size <= MAX_LOGGED_CHECKPOINT_BYTES:
+    copied = size <= MAX_LOGGED_CHECKPOINT_BYTES
+    if copied:
         mlflow.log_artifacts(str(path), artifact_path="checkpoint")
-    mlflow.set_tag("checkpoint.uri", path.resolve().as_uri())
+    uri = path.resolve().as_uri()
+    mlflow.set_tag("checkpoint.uri", uri)
+    config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+    model = mlflow.create_external_model(  # an artifact reference: large checkpoints stay where they are
+        name=f"seed{tags.get('train.seed', '')}", source_run_id=run_id, model_type=config.get("model_type", "vlm"),
+        tags=tags | {"checkpoint.uri": uri, "checkpoint.bytes": str(size),
+                     "checkpoint.artifact": f"runs:/{run_id}/checkpoint" if copied else ""},
+    )
+    mlflow.set_tag("model.id", model.model_id)
+    return model.model_id
 
 
 def _params(plan: TrainPlan, seed: int, dataset_hash: str, base_model: Path, n_records: int) -> dict[str, Any]:
     params = {"seed": seed, "dataset.hash": dataset_hash, "base_model": str(base_model), "pretrain.samples": n_records}
     params |= {f"align.{k}": v for k, v in plan.stage("align", seed).model_dump().items()}
     params |= {f"finetune.{k}": v for k, v in plan.stage("finetune", seed).model_dump().items()}
+    params |= {f"deepspeed.{k}": v for k, v in plan.deepspeed.model_dump().items()}
     return params | {f"seed_selection.{k}": v for k, v in plan.seed_selection.model_dump().items()}
 
 
@@ -111,7 +126,7 @@ def train_align(dataset_dir: Path, dataset_hash: str, base_model: Path, plan_pat
         result = train_stage(
             Path(base_model), records, Path(dataset_dir), plan.stage("align", seed), out_dir / "model",
             on_step=_log_step("align", curve), checkpoint_dir=out_dir / "checkpoints",
-            stop_after_step=plan.seed_selection.decide_after_steps,
+            stop_after_step=plan.seed_selection.decide_after_steps, deepspeed=plan.deepspeed,
         )
         if result.completed:
             shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the model is the result
@@ -178,7 +193,8 @@ def train_finetune(
             if latest_checkpoint(ckpt) is None:  # first attempt: start from the decision checkpoint (read-only input)
                 shutil.copytree(aligned / "checkpoints", ckpt, dirs_exist_ok=True)
             stage1 = train_stage(Path(base_model), records, Path(dataset_dir), plan.stage("align", seed),
-                                 Path(scratch) / "align", on_step=_log_step("align"), checkpoint_dir=ckpt)
+                                 Path(scratch) / "align", on_step=_log_step("align"), checkpoint_dir=ckpt,
+                                 deepspeed=plan.deepspeed)
             stage1_dir, align_loss = stage1.out_dir, stage1.losses[-1]
         return _finetune(plan, seed, stage1_dir, align_loss, Path(instruct_json), dataset_hash, Path(scratch),
                          Path(out_dir), run.info.run_id)
@@ -195,14 +211,15 @@ def _finetune(plan: TrainPlan, seed: int, stage1_dir: Path, align_loss: float | 
     instruct = json.loads(instruct_json.read_text())
     stage2 = train_stage(stage1_dir, instruct, instruct_json.parent, plan.stage("finetune", seed), out_dir,
                          on_step=_log_step("finetune"),
-                         checkpoint_dir=plan.checkpoint_dir(scratch, dataset_hash, seed, "finetune"))
+                         checkpoint_dir=plan.checkpoint_dir(scratch, dataset_hash, seed, "finetune"),
+                         deepspeed=plan.deepspeed)
     if align_loss is None:
         align_loss = json.loads((stage1_dir / "bettersynth_training.json").read_text())["result"]["losses"][-1]
     mlflow.log_metrics({"align/final_loss": align_loss, "finetune/final_loss": stage2.losses[-1],
                         "finetune/trainable_params": stage2.trainable_params})
-    _log_checkpoint(stage2.out_dir)
+    model_id = _log_checkpoint(stage2.out_dir, {"dataset.hash": dataset_hash, "train.seed": str(seed)}, run_id)
     return {"mlflow_run_id": run_id, "checkpoint": str(stage2.out_dir), "align_final_loss": align_loss,
-            "finetune_final_loss": stage2.losses[-1]}
+            "finetune_final_loss": stage2.losses[-1], "mlflow_model_id": model_id}
 
 
 def train_model(
@@ -228,7 +245,8 @@ def train_model(
         _log_dataset(dataset_hash, dataset_remote, dataset_name, len(records))
         stage1 = train_stage(Path(base_model), records, Path(dataset_dir), plan.stage("align", seed),
                              Path(scratch) / "align", on_step=_log_step("align"),
-                             checkpoint_dir=plan.checkpoint_dir(Path(scratch), dataset_hash, seed, "align"))
+                             checkpoint_dir=plan.checkpoint_dir(Path(scratch), dataset_hash, seed, "align"),
+                             deepspeed=plan.deepspeed)
         mlflow.log_metric("align/trainable_params", stage1.trainable_params)
         return _finetune(plan, seed, stage1.out_dir, stage1.losses[-1], Path(instruct_json), dataset_hash,
                          Path(scratch), Path(out_dir), run.info.run_id)

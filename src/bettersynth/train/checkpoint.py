@@ -30,7 +30,7 @@ import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -75,33 +75,59 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+class OptimizerSaver(Protocol):
+    """Writes and reads the optimizer's part of a checkpoint (``train.engine``'s engines are ones)."""
+
+    def save(self, folder: Path, info: Any) -> None: ...
+
+    def load(self, folder: Path) -> None: ...
+
+
 def save_checkpoint(
-    checkpoint_dir: Path, state: TrainerState, model: nn.Module, optimizer: torch.optim.Optimizer, keep: int = 1
+    checkpoint_dir: Path, state: TrainerState, model: nn.Module, optimizer: torch.optim.Optimizer | OptimizerSaver,
+    keep: int = 1, info: Any = None,
 ) -> Path:
-    """Write the checkpoint of ``state.step`` atomically; keep the newest ``keep`` checkpoints."""
+    """Write the checkpoint of ``state.step`` atomically; keep the newest ``keep`` checkpoints.
+
+    In a process group every rank calls this (``info``: ``train.engine.DistInfo``);
+    rank 0 writes the replicated parts, each rank its share of the optimizer
+    where it is sharded (DeepSpeed ZeRO), and rank 0 publishes the folder.
+    """
+    from bettersynth.train.engine import DistInfo, barrier
+
+    info = info or DistInfo()
     final = checkpoint_path(checkpoint_dir, state.step)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(trainable, str(tmp / WEIGHTS_FILE), metadata={"step": str(state.step)})
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-    torch.save(_rng_state(), tmp / RNG_FILE)
-    (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
-    for path in tmp.iterdir():
-        _fsync(path)
-    if final.exists():  # a previous attempt got this far: replace it with the identical state
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync(final.parent)
-    for old in list_checkpoints(checkpoint_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    logger.info("checkpoint at step %d: %s", state.step, final)
+    tmp = final.with_name(f".{final.name}.tmp")
+    if info.is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    barrier(info)
+    if isinstance(optimizer, torch.optim.Optimizer):
+        if info.is_main:
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    else:
+        optimizer.save(tmp, info)
+    barrier(info)
+    if info.is_main:
+        trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(trainable, str(tmp / WEIGHTS_FILE), metadata={"step": str(state.step)})
+        torch.save(_rng_state(), tmp / RNG_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
+        for path in tmp.rglob("*"):
+            _fsync(path)
+        if final.exists():  # a previous attempt got this far: replace it with the identical state
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync(final.parent)
+        for old in list_checkpoints(checkpoint_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        logger.info("checkpoint at step %d: %s", state.step, final)
+    barrier(info)
     return final
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> TrainerState:
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | OptimizerSaver) -> TrainerState:
     """Restore trainable weights, optimizer and RNG from ``path``; return the loop's state."""
     path = Path(path)
     state = TrainerState(**json.loads((path / STATE_FILE).read_text(encoding="utf-8")))
@@ -113,7 +139,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     with torch.no_grad():
         for name, param in trainable.items():
             param.copy_(saved[name])
-    optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+    if isinstance(optimizer, torch.optim.Optimizer):
+        optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+    else:
+        optimizer.load(path)
     _set_rng_state(torch.load(path / RNG_FILE, map_location="cpu", weights_only=True))  # never unpickle code
     return state
 

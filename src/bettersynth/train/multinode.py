@@ -11,7 +11,8 @@ Example::
 
     job = MultiNodeJob(name="mgm-align-seed0", image="registry/bettersynth:0.1.0", num_nodes=2, gpus_per_node=8,
                        command=["python", "-m", "my_train_entry", "--plan", "/mnt/configs/train.yaml"])
-    manifest = trainjob_manifest(job, defaults_for("align"))  # kubectl apply -f, or the Kubernetes API
+    manifest = trainjob_manifest(job, defaults_for("align"))  # kubectl apply -f, or the Kubernetes API:
+    submit_and_wait(manifest, timeout_s=24 * 3600)  # bettersynth.train.launch: create, poll, delete on cancel
 """
 
 from __future__ import annotations

@@ -1,0 +1,179 @@
+"""Submit a multi-node training job (``TrainJob`` or ``PyTorchJob``) to Kubernetes and wait for its outcome.
+
+Why: a pipeline step that trains past one node hands the work to the
+cluster's training operator and must then behave like the training itself:
+return when the job completes, fail with the operator's reason when it fails,
+give up after a deadline, and not leave GPU pods running when the step is
+cancelled (KFP sends SIGTERM) or times out. The job's own outcome is read from
+its status conditions (``Complete``/``Failed`` for Trainer v2,
+``Succeeded``/``Failed`` for the Training Operator). A retried step finds its
+job already there (HTTP 409) and waits for it instead of starting a second one.
+
+Example::
+
+    manifest = trainjob_manifest(job, stage_config)
+    final = submit_and_wait(manifest, timeout_s=24 * 3600)  # in-cluster credentials, else ~/.kube/config
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """Where a kind of job lives in the API and which conditions end it."""
+
+    group: str
+    version: str
+    plural: str
+    succeeded: str  # condition type that means success
+    failed: str  # condition type that means failure
+
+
+JOB_KINDS: dict[str, JobKind] = {
+    "TrainJob": JobKind("trainer.kubeflow.org", "v1alpha1", "trainjobs", "Complete", "Failed"),
+    "PyTorchJob": JobKind("kubeflow.org", "v1", "pytorchjobs", "Succeeded", "Failed"),
+}
+
+
+class JobFailed(RuntimeError):
+    """The operator reported the job failed (the message carries its reason)."""
+
+
+class JobTimeout(TimeoutError):
+    """The job did not finish in time; it was deleted."""
+
+
+class JobCancelled(RuntimeError):
+    """The waiting step was told to stop (SIGTERM); the job was deleted."""
+
+
+def custom_objects_api(host: str | None = None) -> Any:
+    """A ``CustomObjectsApi``: in-cluster credentials, else the kubeconfig; ``host`` for a plain URL (tests)."""
+    from kubernetes import client, config
+
+    if host is not None:
+        configuration = client.Configuration()
+        configuration.host = host
+        return client.CustomObjectsApi(client.ApiClient(configuration))
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.CustomObjectsApi()
+
+
+def job_outcome(obj: dict[str, Any], kind: JobKind) -> tuple[str, str]:
+    """``("succeeded" | "failed" | "running", message)`` from the object's ``status.conditions``."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if str(condition.get("status")) != "True":
+            continue
+        message = f"{condition.get('reason', '')}: {condition.get('message', '')}".strip(": ")
+        if condition.get("type") == kind.failed:
+            return "failed", message
+        if condition.get("type") == kind.succeeded:
+            return "succeeded", message
+    return "running", ""
+
+
+def submit_and_wait(
+    manifest: dict[str, Any],
+    api: Any = None,
+    timeout_s: float = 7 * 24 * 3600,
+    poll_s: float = 30.0,
+    max_api_errors: int = 5,
+) -> dict[str, Any]:
+    """Create ``manifest`` (or adopt the existing job of that name) and poll until it ends; return the final object.
+
+    Raises ``JobFailed`` (job kept, for its logs), ``JobTimeout`` and
+    ``JobCancelled`` (job deleted), or ``RuntimeError`` naming the job for API
+    errors (after ``max_api_errors`` consecutive ones while polling).
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        kind = JOB_KINDS[manifest["kind"]]
+    except KeyError:
+        raise ValueError(f"kind {manifest.get('kind')!r}: expected one of {sorted(JOB_KINDS)}") from None
+    api = api or custom_objects_api()
+    name, namespace = manifest["metadata"]["name"], manifest["metadata"].get("namespace", "default")
+    where = f"{manifest['kind']} {namespace}/{name}"
+    path = (kind.group, kind.version, namespace, kind.plural)
+    try:
+        api.create_namespaced_custom_object(*path, manifest)
+        logger.info("created %s", where)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise RuntimeError(f"cannot create {where}: HTTP {exc.status} {exc.reason}: {_body(exc)}") from None
+        logger.info("%s exists (a retried step): waiting for it", where)
+
+    deadline = time.monotonic() + timeout_s
+    errors = 0
+    with _sigterm_raises():
+        try:
+            while True:
+                try:
+                    obj = api.get_namespaced_custom_object(*path, name)
+                    errors = 0
+                except ApiException as exc:
+                    if exc.status == 404:
+                        raise RuntimeError(f"{where} disappeared while running (deleted outside the pipeline?)") from None
+                    errors += 1
+                    if errors >= max_api_errors:
+                        raise RuntimeError(f"polling {where}: HTTP {exc.status} {exc.reason} "
+                                           f"{errors} times in a row: {_body(exc)}") from None
+                    obj = {}
+                outcome, message = job_outcome(obj, kind)
+                if outcome == "succeeded":
+                    logger.info("%s succeeded: %s", where, message)
+                    return obj
+                if outcome == "failed":
+                    raise JobFailed(f"{where} failed: {message or 'no reason given'}")
+                if time.monotonic() >= deadline:
+                    _delete(api, path, name, where)
+                    raise JobTimeout(f"{where} did not finish within {timeout_s:g} s; deleted it")
+                time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        except JobCancelled:
+            _delete(api, path, name, where)
+            raise JobCancelled(f"{where}: the step was cancelled; deleted the job") from None
+
+
+def _delete(api: Any, path: tuple[str, ...], name: str, where: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        api.delete_namespaced_custom_object(*path, name, propagation_policy="Foreground")
+        logger.info("deleted %s", where)
+    except ApiException as exc:
+        if exc.status != 404:
+            logger.error("could not delete %s: HTTP %s %s", where, exc.status, exc.reason)
+
+
+def _body(exc: Any) -> str:
+    return (exc.body or "")[:500] if isinstance(exc.body, str) else str(exc.body)[:500]
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM (KFP's cancel) into ``JobCancelled`` while waiting, so the job gets deleted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach only the main thread
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise JobCancelled("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
