@@ -17,7 +17,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["quickstart", "compile", "data", "compare", "algebra", "submit", "soup", "analyze"]
+COMMANDS = ["quickstart", "compile", "data", "compare", "algebra", "submit", "soup", "analyze", "proxy"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ Layout under ``root``::
     world/...                          the demo world (seed, instruct, eval, heldout, world_labels.json)
     scorer/samples.jsonl, images/      clean captions of scenes never in the seed set (Data-Juicer jsonl)
     scorer/calibration.jsonl           a clean slice of it kept out of scorer training (threshold choice)
+    scorer/chat.json                   a caption, then questions about it answered from it (the LM's chat corpus)
     proxy_config.json                  the ProxyWorldConfig that built it
 
 Example::
@@ -27,16 +28,18 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from bettersynth.data.jsonl import read_jsonl, write_samples
 from bettersynth.data.sample import Sample, caption_text
-from bettersynth.demo.benchmarks import write_json
+from bettersynth.demo.benchmarks import MMBENCH_KINDS, TEXTVQA_PROMPT_SUFFIX, TEXTVQA_QUESTIONS, write_json
 from bettersynth.demo.captions import caption
+from bettersynth.demo.questions import QUESTIONS, ocr_tokens
 from bettersynth.demo.render import encode_image, render_scene
 from bettersynth.demo.scene import ObjectGroup, Scene, random_scene
 from bettersynth.demo.world import WorldConfig, WorldPaths, build_world
+from bettersynth.eval.mmbench import ANSWER_SUFFIX, build_prompt
 
 CONFIG_FILE = "proxy_config.json"
 
@@ -53,7 +56,8 @@ def default_world() -> WorldConfig:
 class ProxyWorldConfig:
     """The demo world's sizes plus the clean pretraining corpus of the proxy models."""
 
-    world: WorldConfig = field(default_factory=default_world)
+    world: WorldConfig = field(default_factory=default_world)  # its n_instruct is ignored (see n_instruct)
+    n_instruct: int = 120  # images in the fixed stage-2 set, 2-3 benchmark-style turns each
     n_scorer: int = 2400  # clean pairs the scorer, the captioner and the LM pretrain on
     n_calibration: int = 200  # clean pairs kept out of that training, to place the filter threshold
     scorer_word_prob: float = 0.5  # share of scorer images that show a word
@@ -78,13 +82,14 @@ class ProxyWorldPaths:
     world: WorldPaths
     scorer_jsonl: Path
     calibration_jsonl: Path
+    chat_json: Path  # text-only questions and answers about scorer scenes: the LM's instruction corpus
     config: Path
 
     @classmethod
     def under(cls, root: Path) -> "ProxyWorldPaths":
         root = Path(root)
         return cls(root, WorldPaths.under(root / "world"), root / "scorer" / "samples.jsonl",
-                   root / "scorer" / "calibration.jsonl", root / CONFIG_FILE)
+                   root / "scorer" / "calibration.jsonl", root / "scorer" / "chat.json", root / CONFIG_FILE)
 
     def load_config(self) -> ProxyWorldConfig:
         return ProxyWorldConfig.from_json(json.loads(self.config.read_text(encoding="utf-8")))
@@ -97,9 +102,11 @@ def build_proxy_world(root: Path, config: ProxyWorldConfig = ProxyWorldConfig())
     if root.exists() and any(root.iterdir()) and not paths.config.exists():
         raise ValueError(f"root: {root} is not empty and holds no proxy world (no {CONFIG_FILE})")
     root.mkdir(parents=True, exist_ok=True)
-    build_world(paths.world.root, config.world)
+    build_world(paths.world.root, replace(config.world, n_instruct=0))
     shutil.rmtree(paths.scorer_jsonl.parent, ignore_errors=True)
-    _build_clean_split(paths, config, _seed_scene_keys(paths.world))
+    exclude = _seed_scene_keys(paths.world)
+    _build_instruct(paths.world, config, exclude)
+    _build_clean_split(paths, config, exclude)
     write_json(paths.config, config.to_json())
     return paths
 
@@ -115,23 +122,81 @@ def scene_from_json(data: dict) -> Scene:
     return Scene(groups, data["background"], data["word"], data["sign_band"] or "top")
 
 
+INSTRUCT_FORMATS = ("short", "choice", "ocr")  # LLaVA-1.5's mix: VQA short answer, A-OKVQA choice, OCR-VQA
+SHORT_SUFFIX = TEXTVQA_PROMPT_SUFFIX  # "Answer the question using a single word or phrase."
+
+
+def instruct_turns(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
+    """2-3 (question, answer) turns in the prompt formats of LLaVA-1.5's instruction mix.
+
+    Why these formats: the benchmarks ask in them (short answer with OCR tokens
+    for TextVQA, lettered options for MMBench), and LLaVA-1.5's own instruction
+    mix contains them for that reason. A multiple-choice turn is answered with
+    the option's text, which MMBench's rule-based extraction maps to its letter.
+    """
+    kinds = [k for k in (*MMBENCH_KINDS, "word") if QUESTIONS.get(k)(scene, random.Random(0)) is not None]
+    turns = []
+    for kind in rng.sample(kinds, min(len(kinds), rng.randint(2, 3))):
+        question = QUESTIONS.get(kind)(scene, rng)
+        if kind == "word":
+            tokens = ", ".join(ocr_tokens(question.answer, rng))
+            text = f"{rng.choice(TEXTVQA_QUESTIONS)}\nReference OCR token: {tokens}\n{SHORT_SUFFIX}"
+            turns.append((text, question.answer))
+        elif rng.choice(INSTRUCT_FORMATS[:2]) == "choice":
+            n = rng.randint(2, min(4, len(question.choices)))
+            options = rng.sample([c for c in question.choices if c != question.answer], n - 1)
+            options.insert(rng.randrange(n), question.answer)
+            prompt = build_prompt(question.text, dict(zip("ABCD", options)))
+            assert prompt.endswith(ANSWER_SUFFIX)
+            turns.append((prompt, question.answer))
+        else:
+            turns.append((f"{question.text}\n{SHORT_SUFFIX}", question.answer))
+    return turns
+
+
+def _build_instruct(world: WorldPaths, config: ProxyWorldConfig, exclude: set[tuple]) -> None:
+    """The fixed stage-2 set (LLaVA json), on scenes outside the seed set."""
+    rng = random.Random(f"bettersynth.proxy:{config.world.seed}:instruct")
+    records = []
+    for i in range(config.n_instruct):
+        scene = _fresh_scene(rng, config.world.word_prob, exclude)
+        sample_id = f"instruct-{i:05d}"
+        image = f"images/{sample_id}.png"
+        (world.instruct_images).mkdir(parents=True, exist_ok=True)
+        (world.instruct_json.parent / image).write_bytes(encode_image(render_scene(scene, config.world.image_size), "png"))
+        conversations = []
+        for number, (question, answer) in enumerate(instruct_turns(scene, rng)):
+            conversations.append({"from": "human", "value": f"<image>\n{question}" if number == 0 else question})
+            conversations.append({"from": "gpt", "value": answer})
+        records.append({"id": sample_id, "image": image, "conversations": conversations})
+    write_json(world.instruct_json, records)
+
+
+def _fresh_scene(rng: random.Random, word_prob: float, exclude: set[tuple]) -> Scene:
+    for _ in range(1000):
+        scene = random_scene(rng, word_prob)
+        if scene.key() not in exclude:
+            return scene
+    raise ValueError("cannot draw a scene outside the seed set")
+
+
 def _build_clean_split(paths: ProxyWorldPaths, config: ProxyWorldConfig, exclude: set[tuple]) -> None:
     rng = random.Random(f"bettersynth.proxy:{config.world.seed}:scorer")
     folder = paths.scorer_jsonl.parent
     samples: list[Sample] = []
+    chats: list[dict[str, str]] = []
     for i in range(config.n_scorer + config.n_calibration):
-        for _ in range(1000):
-            scene = random_scene(rng, config.scorer_word_prob)
-            if scene.key() not in exclude:
-                break
-        else:
-            raise ValueError("n_scorer: cannot draw scenes disjoint from the seed set")
+        scene = _fresh_scene(rng, config.scorer_word_prob, exclude)
         image = f"images/clean-{i:05d}.png"
         (folder / "images").mkdir(parents=True, exist_ok=True)
         (folder / image).write_bytes(encode_image(render_scene(scene, config.world.image_size), "png"))
-        samples.append(Sample(id=f"clean-{i:05d}", text=caption_text(caption(scene, rng)), images=[image]))
+        text = caption(scene, rng)
+        samples.append(Sample(id=f"clean-{i:05d}", text=caption_text(text), images=[image]))
+        if i < config.n_scorer:  # reading comprehension: the answer is in the description given
+            chats.extend({"context": text, "question": q, "answer": a} for q, a in instruct_turns(scene, rng))
     write_samples(paths.scorer_jsonl, samples[: config.n_scorer])
     write_samples(paths.calibration_jsonl, samples[config.n_scorer:])
+    write_json(paths.chat_json, chats)
 
 
 def read_pairs(jsonl: Path) -> list[tuple[Path, str]]:

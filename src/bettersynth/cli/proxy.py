@@ -1,0 +1,34 @@
+"""``bettersynth proxy``: the recipe comparison in the proxy world, offline on a CPU."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from bettersynth.demo.proxy.experiment import ProxyConfig, format_table, run_proxy
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.monotonic()
+    config = ProxyConfig(workspace=Path(args.workspace), seeds=args.seeds, recipes=tuple(args.recipes),
+                         tracking_uri=args.tracking_uri)
+    result = run_proxy(config)
+    print("\n" + format_table(result))
+    print(f"\nprepare: " + ", ".join(f"{k} {v:.0f}s" for k, v in result["timings"].items()))
+    print(f"total wall time: {time.monotonic() - started:.0f}s")
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("proxy", help="compare shipped recipes in the proxy world (trained models, CPU)")
+    parser.add_argument("--workspace", default="proxy", help="DVC project for the proxy world, models and MLflow")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="finetune seeds per recipe")
+    parser.add_argument("--recipes", nargs="+", default=["no-filter", "similarity", "similarity-recaption"])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in this process (0: torch default)")
+    parser.add_argument("--tracking-uri", help="MLflow server (default: sqlite mlflow.db in the workspace)")
+    parser.set_defaults(run=run)

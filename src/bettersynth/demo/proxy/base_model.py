@@ -1,0 +1,139 @@
+"""The proxy LLaVA base: a small LM pretrained on world text, joined to the trained scorer's vision tower.
+
+Why: stage 1 only trains the projector, so it can teach the model something
+only if the language model already speaks the world's language and the vision
+tower already sees colours, shapes, counts and words. As with gemma-2b-it and
+CLIP ViT-L in the real recipe, both parts are pretrained elsewhere: the LM on
+the clean split's captions and on text-only questions and answers (an
+"instruction-tuned" LM that has never seen an image), the tower by the
+contrastive scorer. ``bettersynth.models.build_llava`` then joins them with a
+fresh ``mlp2x_gelu`` projector, exactly as for real checkpoints.
+
+Example::
+
+    lm = train_language_model(captions, chats, vocab_texts, models / "lm")
+    build_llava(models / "clip", lm.out_dir, models / "llava-base")
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from bettersynth.demo.tokenizers import CHAT_TEMPLATE, train_lm_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+# The demo template's generation prompt ends in "ASSISTANT: " (a trailing space). A byte-level
+# BPE writes the space into the reply's first token ("Ġred"), so training saw "Ġred" while
+# generation starts after a lone "Ġ" it never saw. Generating from "ASSISTANT:" matches training.
+PROXY_CHAT_TEMPLATE = CHAT_TEMPLATE.replace("{{ 'ASSISTANT: ' }}{% endif %}", "{{ 'ASSISTANT:' }}{% endif %}")
+assert PROXY_CHAT_TEMPLATE != CHAT_TEMPLATE
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    hidden_size: int = 128
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    vocab_size: int = 800  # BPE merges over the world's words
+    max_length: int = 128
+    epochs: int = 6
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    seed: int = 0
+
+
+@dataclass
+class LMResult:
+    out_dir: Path
+    losses: list[float] = field(default_factory=list)  # mean token loss per epoch
+    seconds: float = 0.0
+
+
+def lm_documents(captions: Sequence[str], chats: Sequence[dict[str, str]], tokenizer) -> list[str]:
+    """Captions as plain documents, and reading comprehension through the chat template.
+
+    A chat's user turn is a description followed by a question about it: an LM
+    that answers from a description in its context is what stage 1 builds on,
+    where the projector learns to turn the image into such a description.
+    """
+    documents = [f"{caption}{tokenizer.eos_token}" for caption in captions]
+    for chat in chats:
+        question = f"{chat['context']}\n{chat['question']}" if chat.get("context") else chat["question"]
+        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": chat["answer"]}]
+        documents.append(tokenizer.apply_chat_template(messages, tokenize=False).rstrip())
+    return documents
+
+
+def train_language_model(captions: Sequence[str], chats: Sequence[dict[str, str]], vocab_texts: Sequence[str],
+                         out_dir: Path, config: LMConfig = LMConfig()) -> LMResult:
+    """Pretrain a small ``LlamaForCausalLM`` (next token, every token) and save it with its tokenizer."""
+    started = time.monotonic()
+    tokenizer = train_lm_tokenizer(vocab_texts, vocab_size=config.vocab_size)
+    tokenizer.chat_template = PROXY_CHAT_TEMPLATE
+    torch.manual_seed(config.seed)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=config.hidden_size, intermediate_size=2 * config.hidden_size,
+        num_hidden_layers=config.layers, num_attention_heads=config.heads, num_key_value_heads=config.kv_heads,
+        max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    ))
+    documents = lm_documents(captions, chats, tokenizer)
+    enc = tokenizer(documents, padding="max_length", truncation=True, max_length=config.max_length,
+                    return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    # A fast tokenizer keeps call-time truncation/padding in tokenizer.json; the saved one must not.
+    tokenizer.backend_tokenizer.no_truncation()
+    tokenizer.backend_tokenizer.no_padding()
+    steps_per_epoch = math.ceil(len(documents) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    warmup = max(1, round(total * config.warmup_ratio))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    result = LMResult(Path(out_dir))
+    model.train()
+    step = 0
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(documents), generator=generator)
+        epoch_loss = 0.0
+        for b in range(steps_per_epoch):
+            index = order[b * config.batch_size:(b + 1) * config.batch_size]
+            lr = config.learning_rate * (step + 1) / warmup if step < warmup else \
+                config.learning_rate * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch_ids, batch_mask = ids[index], mask[index]
+            width = int(batch_mask.sum(1).max())
+            batch_ids, batch_mask = batch_ids[:, :width], batch_mask[:, :width]
+            logits = model(input_ids=batch_ids, attention_mask=batch_mask).logits
+            labels = batch_ids[:, 1:].masked_fill(batch_mask[:, 1:] == 0, -100)
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            epoch_loss += loss.item()
+            step += 1
+        result.losses.append(epoch_loss / steps_per_epoch)
+        log.info("LM epoch %d/%d: token loss %.4f", epoch + 1, config.epochs, result.losses[-1])
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    result.out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(result.out_dir)
+    tokenizer.save_pretrained(result.out_dir)
+    result.seconds = time.monotonic() - started
+    return result

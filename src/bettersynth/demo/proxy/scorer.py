@@ -1,0 +1,188 @@
+"""A small CLIP trained with CLIP's contrastive loss on the proxy world's clean split.
+
+Why: a randomly initialised scorer ranks captions by chance, so the similarity
+filter cannot show what it is for. Trained like CLIP (symmetric InfoNCE over
+in-batch pairs, learnable temperature) on clean pairs that never include a seed
+scene, it becomes a real ``CLIPModel`` checkpoint: ``image_text_similarity_filter``
+loads it with ``from_pretrained`` like ``openai/clip-vit-base-patch32``, and the
+LLaVA base takes its vision tower.
+
+Example::
+
+    result = train_scorer(paths.scorer_jsonl, texts, models / "clip", ScorerConfig(epochs=2))
+    scores = pair_similarities(models / "clip", read_pairs(paths.calibration_jsonl))
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+from bettersynth.demo.proxy.world import read_pairs
+from bettersynth.demo.tokenizers import train_clip_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    image_size: int = 64  # the world's images, unscaled: the sign's letters need every pixel
+    patch_size: int = 8
+    hidden_size: int = 64
+    layers: int = 3
+    heads: int = 4
+    projection_dim: int = 64
+    max_text_len: int = 48  # tokens; the longest world caption is ~35
+    epochs: int = 12
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.1
+    warmup_ratio: float = 0.05
+    seed: int = 0
+
+
+@dataclass
+class ScorerResult:
+    out_dir: Path
+    losses: list[float] = field(default_factory=list)  # mean contrastive loss per epoch
+    seconds: float = 0.0
+
+
+def image_processor(size: int) -> CLIPImageProcessor:
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+
+def build_untrained_clip(texts: Sequence[str], config: ScorerConfig) -> tuple[CLIPModel, CLIPProcessor]:
+    tokenizer = train_clip_tokenizer(texts)
+    width = dict(hidden_size=config.hidden_size, intermediate_size=4 * config.hidden_size,
+                 num_hidden_layers=config.layers, num_attention_heads=config.heads,
+                 projection_dim=config.projection_dim)
+    clip_config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), max_position_embeddings=config.max_text_len,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, **width,
+        ),
+        vision_config=dict(image_size=config.image_size, patch_size=config.patch_size, **width),
+        projection_dim=config.projection_dim,
+    )
+    torch.manual_seed(config.seed)
+    return CLIPModel(clip_config), CLIPProcessor(image_processor=image_processor(config.image_size), tokenizer=tokenizer)
+
+
+def _pixels(processor: CLIPProcessor, paths: Sequence[Path]) -> torch.Tensor:
+    images = []
+    for path in paths:
+        with Image.open(path) as handle:
+            images.append(handle.convert("RGB"))
+    return processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+def _tokens(processor: CLIPProcessor, texts: Sequence[str], max_len: int) -> dict[str, torch.Tensor]:
+    enc = processor.tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len,
+                              return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def train_scorer(train_jsonl: Path, vocab_texts: Sequence[str], out_dir: Path,
+                 config: ScorerConfig = ScorerConfig()) -> ScorerResult:
+    """Train a CLIP on the clean pairs of ``train_jsonl`` and save it with ``save_pretrained``.
+
+    ``vocab_texts`` build the tokenizer (every word the world uses, so that
+    corrupted captions tokenize like clean ones).
+    """
+    started = time.monotonic()
+    pairs = read_pairs(Path(train_jsonl))
+    if len(pairs) < config.batch_size:
+        raise ValueError(f"{train_jsonl}: {len(pairs)} pairs, fewer than one batch of {config.batch_size}")
+    model, processor = build_untrained_clip(vocab_texts, config)
+    pixels = _pixels(processor, [p for p, _ in pairs])
+    tokens = _tokens(processor, [t for _, t in pairs], config.max_text_len)
+    steps_per_epoch = len(pairs) // config.batch_size  # drop_last: every batch has the same negatives count
+    total = steps_per_epoch * config.epochs
+    warmup = max(1, round(total * config.warmup_ratio))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    result = ScorerResult(Path(out_dir))
+    model.train()
+    step = 0
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(pairs), generator=generator)
+        epoch_loss = 0.0
+        for b in range(steps_per_epoch):
+            index = order[b * config.batch_size:(b + 1) * config.batch_size]
+            lr = config.learning_rate * (step + 1) / warmup if step < warmup else \
+                config.learning_rate * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            out = model(input_ids=tokens["input_ids"][index], attention_mask=tokens["attention_mask"][index],
+                        pixel_values=pixels[index], return_loss=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():  # CLIP clamps the temperature at 100
+                model.logit_scale.clamp_(0, math.log(100))
+            epoch_loss += out.loss.item()
+            step += 1
+        result.losses.append(epoch_loss / steps_per_epoch)
+        log.info("scorer epoch %d/%d: contrastive loss %.4f", epoch + 1, config.epochs, result.losses[-1])
+    model.eval()
+    result.out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(result.out_dir)
+    processor.save_pretrained(result.out_dir)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+@torch.no_grad()
+def pair_similarities(model_dir: Path, pairs: Sequence[tuple[Path, str]], batch_size: int = 256) -> list[float]:
+    """Cosine of CLIP image and text embeddings per pair: the similarity filter's score."""
+    model = CLIPModel.from_pretrained(model_dir).eval()
+    processor = CLIPProcessor.from_pretrained(model_dir)
+    max_len = model.config.text_config.max_position_embeddings
+    scores: list[float] = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        image = model.get_image_features(pixel_values=_pixels(processor, [p for p, _ in chunk]))
+        enc = processor.tokenizer([t for _, t in chunk], padding=True, truncation=True, max_length=max_len,
+                                  return_tensors="pt")
+        text = model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        image, text = (_embedding(x) for x in (image, text))
+        scores.extend(torch.nn.functional.cosine_similarity(image, text, dim=-1).tolist())
+    return scores
+
+
+def _embedding(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def roc_auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
+    """P(score of a positive > score of a negative), ties counting half (Mann–Whitney U / n·m)."""
+    if not positives or not negatives:
+        raise ValueError("roc_auc needs at least one positive and one negative score")
+    ranked = sorted([(s, 1) for s in positives] + [(s, 0) for s in negatives])
+    rank_sum, i = 0.0, 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        mean_rank = (i + j + 1) / 2  # ranks i+1..j share their mean
+        rank_sum += mean_rank * sum(label for _, label in ranked[i:j])
+        i = j
+    n, m = len(positives), len(negatives)
+    return (rank_sum - n * (n + 1) / 2) / (n * m)
+
+
+def threshold_from_clean(scores: Sequence[float], keep: float = 0.95) -> float:
+    """The similarity below which only ``1 - keep`` of clean held-out pairs fall (the filter's min_score)."""
+    ordered = sorted(scores)
+    return round(ordered[max(0, math.floor(len(ordered) * (1 - keep)))], 4)

@@ -1,0 +1,88 @@
+"""The proxy world: clean split disjoint from the seed set, answer key kept apart, benchmark-style instructions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from bettersynth.data.jsonl import read_jsonl
+from bettersynth.demo.benchmarks import TEXTVQA_PROMPT_SUFFIX
+from bettersynth.demo.proxy.world import ProxyWorldConfig, ProxyWorldPaths, build_proxy_world, read_pairs, scene_from_json
+from bettersynth.demo.world import WorldConfig
+from bettersynth.eval.mmbench import ANSWER_SUFFIX
+
+TINY = ProxyWorldConfig(
+    world=WorldConfig(seed=2, n_seed_samples=60, mismatch_fraction=0.5, n_instruct=0, n_textvqa=4, n_mmbench=4,
+                      n_heldout_textvqa=2, n_heldout_mmbench=2),
+    n_instruct=20, n_scorer=80, n_calibration=10,
+)
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory) -> ProxyWorldPaths:
+    return build_proxy_world(tmp_path_factory.mktemp("proxy"), TINY)
+
+
+def _keys_of(paths: ProxyWorldPaths) -> set[tuple]:
+    labels = json.loads(paths.world.labels.read_text())
+    return {scene_from_json(label["truth"]).key() for label in labels.values()}
+
+
+def test_proxy_clean_split_sizes_and_disjoint_from_seed(proxy: ProxyWorldPaths) -> None:
+    assert len(read_pairs(proxy.scorer_jsonl)) == 80 and len(read_pairs(proxy.calibration_jsonl)) == 10
+    seed_captions = {text for _, text in read_pairs(proxy.world.seed_jsonl)}
+    seed_images = {hashlib.sha256(p.read_bytes()).hexdigest() for p, _ in read_pairs(proxy.world.seed_jsonl)}
+    clean = read_pairs(proxy.scorer_jsonl) + read_pairs(proxy.calibration_jsonl)
+    # A scene outside the seed set renders to an image no seed sample has.
+    assert not seed_images & {hashlib.sha256(p.read_bytes()).hexdigest() for p, _ in clean}
+    assert len(_keys_of(proxy)) == 60 and seed_captions
+
+
+def test_proxy_answer_key_stays_out_of_what_the_pipeline_reads(proxy: ProxyWorldPaths) -> None:
+    readable = [proxy.world.seed_jsonl, proxy.world.instruct_json, proxy.scorer_jsonl, proxy.chat_json]
+    for path in readable:
+        text = path.read_text()
+        for needle in ("corrupt", "wrong_", "unrelated", "too_short", "truth"):
+            assert needle not in text, (path, needle)
+    assert all(json.loads(line).keys() == {"id", "text", "images"}
+               for line in proxy.world.seed_jsonl.read_text().splitlines())
+    assert not any(p.name == "world_labels.json" for p in proxy.world.seed_jsonl.parent.rglob("*"))
+
+
+def test_proxy_instructions_use_the_benchmark_prompt_formats(proxy: ProxyWorldPaths) -> None:
+    records = json.loads(proxy.world.instruct_json.read_text())
+    assert len(records) == 20
+    questions = [turn["value"] for r in records for turn in r["conversations"] if turn["from"] == "human"]
+    assert all(r["conversations"][0]["value"].startswith("<image>\n") for r in records)
+    assert any(q.endswith(ANSWER_SUFFIX) for q in questions)  # MMBench-style lettered options
+    assert any("Reference OCR token:" in q for q in questions)  # TextVQA-style OCR prompt
+    assert all(q.endswith((ANSWER_SUFFIX, TEXTVQA_PROMPT_SUFFIX)) for q in questions)
+    for record in records:
+        assert (proxy.world.instruct_json.parent / record["image"]).is_file()
+
+
+def test_proxy_chat_corpus_answers_from_its_description(proxy: ProxyWorldPaths) -> None:
+    chats = json.loads(proxy.chat_json.read_text())
+    assert chats and all(set(c) == {"context", "question", "answer"} for c in chats)
+    captions = {text for _, text in read_pairs(proxy.scorer_jsonl)}
+    assert {c["context"] for c in chats} <= captions
+
+
+def test_proxy_world_is_deterministic_and_rebuilds_in_place(tmp_path: Path, proxy: ProxyWorldPaths) -> None:
+    again = build_proxy_world(tmp_path / "again", TINY)
+    def digest(paths: ProxyWorldPaths) -> dict[str, str]:
+        return {str(p.relative_to(paths.root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(paths.root.rglob("*")) if p.is_file()}
+    assert digest(again) == digest(proxy)
+    build_proxy_world(tmp_path / "again", TINY)  # a second build over the first
+    assert digest(again) == digest(proxy)
+    assert again.load_config() == TINY
+
+
+def test_proxy_refuses_a_foreign_folder(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds no proxy world"):
+        build_proxy_world(tmp_path, TINY)
