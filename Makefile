@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3.11
 BIN := $(VENV)/bin
 
-.PHONY: setup quickstart test test-slow compile compare image bench-soup bench-ops bench-train clean
+.PHONY: setup quickstart test test-slow compile compare image bench-soup bench-ops bench-train bench-memory clean
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,9 @@ bench-ops: setup
 bench-train: setup
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_train.py --samples 192 --repeats 5 --markdown benchmarks/results/train.md
+
+bench-memory: setup
+	$(BIN)/python benchmarks/bench_memory.py --sizes 10000 100000 --markdown benchmarks/results/memory.md
 
 clean:
 	rm -rf local_outputs mlruns mlflow.db models data/demo data/variants .dvc-remote .dvc/cache

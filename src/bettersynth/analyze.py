@@ -80,6 +80,10 @@ def analyze_recipe(
             log.info("analyze: %s is not a filter; skipped", op.name)
             labels.append(None)
             continue
+        if not getattr(op, "analyzable", True):
+            log.info("analyze: %s has no numeric stat (a hash); skipped", op.name)
+            labels.append(None)
+            continue
         label = _unique(op.stat_key, values_by_label)
         labels.append(label)
         stats = op.scores(samples)

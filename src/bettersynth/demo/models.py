@@ -87,7 +87,8 @@ def build_tiny_captioner(out_dir: Path, texts: Sequence[str], seed: int = 0) -> 
             bos_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
             pad_token_id=tokenizer.pad_token_id,
         ),
-        vision_config=_vision_config(),
+        # BLIP's vision default (1e-10) makes image features ~0, so captions would ignore the image.
+        vision_config=_vision_config(initializer_range=0.02),
         projection_dim=32,
         image_text_hidden_size=32,
     )
