@@ -48,7 +48,9 @@ def test_final_stage_is_lean_and_non_root(path):
 def test_gpu_image_runs_on_cuda_with_the_gpu_extra():
     builder, runtime = stages(Path("docker/Dockerfile.gpu"))[0], stages(Path("docker/Dockerfile.gpu"))[-1]
     assert "cudnn-runtime" in runtime[0] and "nvidia/cuda" in runtime[0]
-    assert any('".[gpu]"' in line for line in builder)
+    assert any('".[gpu,synth]"' in line for line in builder), "DeepSpeed and diffusers are baked in"
+    assert any("nltk.downloader" in line for line in builder), "the POS tagger is fetched at build time"
+    assert any("NLTK_DATA=" in line for line in runtime)
     assert any("download.pytorch.org/whl/cu" in line for line in builder)
     assert any("HF_HUB_OFFLINE=1" in line for line in runtime), "nothing is downloaded at run time"
 
