@@ -18,7 +18,6 @@ from the environment.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -183,14 +182,6 @@ def directory_hash(root: Path, path: Path) -> str:
     repo = _repo(root)
     _, _, obj = build(repo.cache.local, str(path), repo.fs, "md5", dry_run=True)
     return obj.hash_info.value
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def list_variants(root: Path) -> list[dict[str, Any]]:

@@ -76,11 +76,9 @@ def build_tiny_clip(out_dir: Path, texts: Sequence[str], seed: int = 0) -> Path:
     return out_dir
 
 
-def build_tiny_captioner(out_dir: Path, texts: Sequence[str], seed: int = 0) -> Path:
-    """A pico ``BlipForConditionalGeneration`` + ``BlipProcessor`` (the re-captioner)."""
-    torch.manual_seed(seed)
-    tokenizer = word_vocab_tokenizer(texts)
-    config = BlipConfig(
+def tiny_blip_config(tokenizer) -> BlipConfig:
+    """The pico BLIP shared by the captioner and the ITM scorer."""
+    return BlipConfig(
         text_config=dict(
             vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=2, encoder_hidden_size=32, max_position_embeddings=64,
@@ -92,6 +90,13 @@ def build_tiny_captioner(out_dir: Path, texts: Sequence[str], seed: int = 0) -> 
         projection_dim=32,
         image_text_hidden_size=32,
     )
+
+
+def build_tiny_captioner(out_dir: Path, texts: Sequence[str], seed: int = 0) -> Path:
+    """A pico ``BlipForConditionalGeneration`` + ``BlipProcessor`` (the re-captioner)."""
+    torch.manual_seed(seed)
+    tokenizer = word_vocab_tokenizer(texts)
+    config = tiny_blip_config(tokenizer)
     model = BlipForConditionalGeneration(config)
     model.generation_config.max_new_tokens = 20
     out_dir = Path(out_dir)

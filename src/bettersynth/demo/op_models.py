@@ -21,7 +21,6 @@ from typing import Sequence
 import torch
 from torch import nn
 from transformers import (
-    BlipConfig,
     BlipForImageTextRetrieval,
     BlipImageProcessor,
     BlipProcessor,
@@ -34,7 +33,7 @@ from transformers import (
     ViTImageProcessor,
 )
 
-from bettersynth.demo.models import IMAGE_SIZE, PATCH_SIZE
+from bettersynth.demo.models import IMAGE_SIZE, PATCH_SIZE, tiny_blip_config
 from bettersynth.demo.tokenizers import train_clip_tokenizer, word_vocab_tokenizer
 
 LAION_V2_WIDTHS = (1024, 128, 64, 16, 1)  # improved-aesthetic-predictor's MLP, kept at full width
@@ -45,19 +44,7 @@ def build_tiny_blip_itm(out_dir: Path, texts: Sequence[str], seed: int = 0) -> P
     """A pico ``BlipForImageTextRetrieval`` + ``BlipProcessor`` (the image–text matching scorer)."""
     torch.manual_seed(seed)
     tokenizer = word_vocab_tokenizer(texts)
-    config = BlipConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, encoder_hidden_size=32, max_position_embeddings=64,
-            bos_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        # BLIP's vision default initializer_range is 1e-10: a random tower would output a constant
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, initializer_range=0.02),
-        projection_dim=32,
-        image_text_hidden_size=32,
-    )
+    config = tiny_blip_config(tokenizer)
     model = BlipForImageTextRetrieval(config)
     _unit_layer_norms(model)
     out_dir = Path(out_dir)

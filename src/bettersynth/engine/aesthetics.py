@@ -26,13 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 
-from bettersynth.data.sample import Sample
-from bettersynth.engine.image_classification import distinct_image_rows
+from bettersynth.engine.image_classification import PerImageTask
+from bettersynth.engine.task import Row
 from bettersynth.engine.models import MODEL_LOADERS, ModelBundle
-from bettersynth.engine.task import InferenceTask, Row
 
 HEAD_KEY = re.compile(r"^(?:layers\.(\d+)|predictor)\.(weight|bias)$")  # V2 stack / V1 linear
 LAION_SCALE = 10.0  # LAION predictors rate 0..10; Data-Juicer divides by this to get 0..1
@@ -131,18 +129,9 @@ def load_hf_aesthetics(path: Path, device: str, dtype: torch.dtype) -> ModelBund
 
 
 @dataclass
-class AestheticsTask(InferenceTask):
+class AestheticsTask(PerImageTask):
     model_path: Path
     loader: str = "hf_aesthetics"
-
-    def rows(self, sample_idx: int, sample: Sample) -> list[Row]:
-        return distinct_image_rows(sample_idx, sample)
-
-    def prepare(self, row: Row, image: Image.Image | None, processor: Any, info: dict) -> dict[str, Any]:
-        return {"image": image}
-
-    def collate(self, prepared: list[dict[str, Any]], processor: Any, info: dict) -> dict[str, Any]:
-        return {"pixel_values": processor(images=[p["image"] for p in prepared], return_tensors="pt")["pixel_values"]}
 
     def forward(self, bundle: ModelBundle, inputs: dict[str, Any], rows: list[Row]) -> list[float]:
         scores = bundle.model(inputs["pixel_values"]).float() / bundle.info.get("score_scale", 1.0)

@@ -35,11 +35,8 @@ def distinct_image_rows(sample_idx: int, sample: Sample) -> list[Row]:
     return [Row(sample_idx, i, image) for i, image in enumerate(dict.fromkeys(sample.images))]
 
 
-@dataclass
-class ImageClassProbTask(InferenceTask):
-    model_path: Path
-    class_index: int = 1  # the probability returned, e.g. 1 = "watermark"
-    loader: str = "hf_image_classifier"
+class PerImageTask(InferenceTask):
+    """A task that scores each distinct image once, from the processor's ``pixel_values``."""
 
     def rows(self, sample_idx: int, sample: Sample) -> list[Row]:
         return distinct_image_rows(sample_idx, sample)
@@ -49,6 +46,13 @@ class ImageClassProbTask(InferenceTask):
 
     def collate(self, prepared: list[dict[str, Any]], processor: Any, info: dict) -> dict[str, Any]:
         return {"pixel_values": processor(images=[p["image"] for p in prepared], return_tensors="pt")["pixel_values"]}
+
+
+@dataclass
+class ImageClassProbTask(PerImageTask):
+    model_path: Path
+    class_index: int = 1  # the probability returned, e.g. 1 = "watermark"
+    loader: str = "hf_image_classifier"
 
     def forward(self, bundle: ModelBundle, inputs: dict[str, Any], rows: list[Row]) -> list[float]:
         logits = bundle.model(pixel_values=inputs["pixel_values"]).logits
