@@ -15,11 +15,16 @@ def train_align(
 ):
     """Stage 1 (projector alignment) of one seed, up to the early-abort decision step.
 
+    With a ``multinode:`` section of world size > 1 in ``train_config``, the
+    stage runs as a Kubeflow ``TrainJob`` (or ``PyTorchJob``) of N nodes x G
+    GPUs that this step submits and waits for (its service account needs
+    create/get/delete on the job kind); the result lands here all the same.
+
     Args:
         dataset: The pretraining variant (Data-Juicer jsonl + images).
         dataset_pointer: The variant's ``.dvc`` file; its hash is recorded as lineage.
         base_model: LLaVA checkpoint directory to start from.
-        train_config: Training YAML (stages, ``seed_selection``).
+        train_config: Training YAML (stages, ``seed_selection``, optional ``multinode``).
         seed: Training seed.
         aligned: The loss curve and the resumable checkpoint at the decision step.
     """

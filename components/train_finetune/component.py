@@ -17,13 +17,18 @@ def train_finetune(
 ):
     """A surviving seed: stage 1 resumed from its decision checkpoint to the end, then stage 2.
 
+    With a ``multinode:`` section of world size > 1 in ``train_config``, both
+    stages run as one Kubeflow ``TrainJob`` (or ``PyTorchJob``) of N nodes x G
+    GPUs that this step submits and waits for; the finetuned checkpoint is
+    copied back from the shared PVC into ``model``.
+
     Args:
         selection: ``select_seeds``' output (the decision and the survivors' stage-1 state).
         dataset: The pretraining variant (the same one stage 1 started on).
         dataset_pointer: The variant's ``.dvc`` file; its hash is recorded as the model's lineage.
         base_model: LLaVA checkpoint directory stage 1 started from (its frozen weights).
         instruct_data: The fixed stage-2 instruction set (LLaVA json; images relative to its folder).
-        train_config: Training YAML.
+        train_config: Training YAML (optional ``multinode`` section).
         seed: A surviving seed (a loop item over ``select_seeds``' output).
         model: The finetuned checkpoint, as ``save_pretrained`` writes it.
     """

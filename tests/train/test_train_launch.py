@@ -1,94 +1,24 @@
 """Submit-and-wait against a real HTTP server on loopback speaking the Kubernetes custom-object API."""
 
-import json
 import os
 import signal
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from bettersynth.train import defaults_for
-from bettersynth.train.launch import JobCancelled, JobFailed, JobTimeout, custom_objects_api, submit_and_wait
+from bettersynth.train.launch import JobCancelled, JobFailed, JobTimeout, delete_job, submit_and_wait
 from bettersynth.train.multinode import MultiNodeJob, pytorchjob_manifest, trainjob_manifest
+from tests.train.fake_k8s import clusters
+from tests.train.fake_k8s import condition as _condition
 
 JOB = MultiNodeJob(name="mgm-align-seed0", namespace="ml", image="registry.example/bettersynth:0.1.0",
                    command=["python", "-m", "entry"], num_nodes=2, gpus_per_node=4)
 
 
-def _condition(kind: str, status: str = "True", message: str = "") -> dict:
-    return {"type": kind, "status": status, "reason": kind + "Reason", "message": message}
-
-
-class FakeCluster:
-    """The slice of the API server a custom resource uses: create, get (status advances per GET), delete."""
-
-    def __init__(self, statuses: list[dict]) -> None:
-        self.statuses, self.objects, self.requests = statuses, {}, []
-        self.create_error: int | None = None
-        cluster = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
-            def _reply(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _status(self, code: int, reason: str) -> None:
-                self._reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
-                                   "message": f"{reason} ({self.path})", "code": code})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                cluster.requests.append(("POST", self.path, body))
-                if cluster.create_error:
-                    return self._status(cluster.create_error, "Forbidden")
-                key = f"{self.path}/{body['metadata']['name']}"
-                if key in cluster.objects:
-                    return self._status(409, "AlreadyExists")
-                cluster.objects[key] = body
-                self._reply(201, body)
-
-            def do_GET(self):
-                cluster.requests.append(("GET", self.path, None))
-                if self.path not in cluster.objects:
-                    return self._status(404, "NotFound")
-                status = cluster.statuses.pop(0) if len(cluster.statuses) > 1 else cluster.statuses[0]
-                self._reply(200, cluster.objects[self.path] | {"status": status})
-
-            def do_DELETE(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                cluster.requests.append(("DELETE", self.path, body))
-                cluster.objects.pop(self.path.split("?")[0], None)
-                self._reply(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.api = custom_objects_api(host=f"http://127.0.0.1:{self.server.server_port}")
-
-    def methods(self) -> list[str]:
-        return [m for m, _, _ in self.requests]
-
-
 @pytest.fixture
 def cluster_with():
-    started = []
-
-    def make(statuses):
-        started.append(FakeCluster(statuses))
-        return started[-1]
-
-    yield make
-    for c in started:
-        c.server.shutdown()
-        c.server.server_close()
+    yield from clusters()
 
 
 TRAINJOBS = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs"
@@ -158,3 +88,21 @@ def test_api_errors_name_the_job(cluster_with):
         submit_and_wait(manifest, gone.api, timeout_s=5, poll_s=0.02)
     with pytest.raises(ValueError, match="kind 'Job'"):
         submit_and_wait(manifest | {"kind": "Job"}, gone.api)
+
+
+def test_delete_job_removes_it_and_tolerates_it_gone(cluster_with):
+    manifest = pytorchjob_manifest(JOB, defaults_for("finetune", per_device_batch_size=4))
+    cluster = cluster_with([{}])
+    cluster.objects["/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs/mgm-align-seed0"] = manifest
+    delete_job(manifest, cluster.api)
+    delete_job(manifest, cluster.api)  # already gone (the fake answers 200 either way; a 404 is ignored too)
+    assert not cluster.objects and cluster.methods() == ["DELETE", "DELETE"]
+
+
+def test_current_namespace_is_the_pods_own(tmp_path, monkeypatch):
+    from bettersynth.train import launch
+
+    monkeypatch.setattr(launch, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "namespace")
+    assert launch.current_namespace() == "default"  # outside a cluster
+    (tmp_path / "namespace").write_text("ml-team\n")
+    assert launch.current_namespace() == "ml-team"

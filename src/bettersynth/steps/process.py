@@ -1,9 +1,15 @@
 """The filter and caption steps: run a recipe over a dataset and account for every sample.
 
-A step killed part-way resumes at its last completed chunk when started again
-on the same output folder; a step already finished (``step.json`` names the
-same fingerprint) does no work and says so; an unreachable tracking server
-fails it before any work, naming the URL, and keeps whatever is on disk.
+A single-``process`` recipe streams through ``run_recipe``; a multi-round
+recipe (``rounds:``) runs through ``run_rounds``, and the step's counts are
+then followed per input line across all rounds, so both kinds report alike
+(``STEP_COUNTS``), with each round's own counts beside them (``ROUND_COUNTS``).
+
+A single-pass step killed part-way resumes at its last completed chunk when
+started again on the same output folder (a multi-round step starts over); a
+step already finished (``step.json`` names the same fingerprint) does no work
+and says so; an unreachable tracking server fails it before any work, naming
+the URL, and keeps whatever is on disk.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from pathlib import Path
 
 import mlflow
 
+from bettersynth.data.rounds import RoundsReport, run_rounds
 from bettersynth.ops import OPERATORS
 from bettersynth.ops.base import Filter
-from bettersynth.ops.runner import DEFAULT_CHUNK_SIZE, run_recipe
+from bettersynth.ops.runner import DEFAULT_CHUNK_SIZE, OP_COUNTS, run_recipe
 from bettersynth.ops.step_files import run_fingerprint
 from bettersynth.recipe import Recipe
 from bettersynth.sample_sheet import write_step_pictures
@@ -28,7 +35,15 @@ from bettersynth.tracking import step_run
 
 log = logging.getLogger(__name__)
 
-PER_OP_COUNTS = ("in", "kept", "filtered", "rejected", "added")  # logged as op/<count>, step = position in the recipe
+# Logged as op/<count>, step = the op's position in the recipe (all rounds' ops in order); replaced is part of filtered.
+PER_OP_COUNTS = ("in", "kept", "filtered", "replaced", "rejected", "added")
+# Logged as metrics of the step. n_in = kept_from_input + filtered + rejected; kept = kept_from_input + added_kept;
+# filtered + rejected = replaced (a created sample was written in the input's place) + removed (nothing was).
+STEP_COUNTS = ("n_in", "kept", "kept_from_input", "filtered", "rejected", "replaced", "removed", "added", "added_kept")
+# Logged as round/<count>, step = round index (multi-round recipes). n_in = bypassed + kept + filtered + rejected;
+# n_out = n_in - filtered - rejected + created_kept = n_in - removed + added (added: created beyond one per replaced).
+ROUND_COUNTS = ("n_in", "selected", "bypassed", "kept", "filtered", "rejected", "created", "created_kept", "replaced", "added",
+                "removed", "n_out")
 
 
 def seeded_fraction(fraction: float, seed: int):
@@ -58,11 +73,17 @@ def filter_stat_keys(recipe: Recipe) -> list[str]:
 
 
 def log_step_report(recipe: Recipe, input_dir: Path, out_dir: Path, summary: dict) -> None:
-    """Counts as metrics (per op with the op's position as step), pictures and accounting as artifacts."""
-    mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    """Counts as metrics (per op with the op's position as step, per round with its index),
+    pictures and accounting as artifacts."""
+    mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     for counts in summary.get("per_op", []):
         for name in PER_OP_COUNTS:
-            mlflow.log_metric(f"op/{name}", counts[name], step=counts["step"])
+            mlflow.log_metric(f"op/{name}", counts.get(name, 0), step=counts["step"])
+    for counts in summary.get("rounds", []):
+        for name in ROUND_COUNTS:
+            mlflow.log_metric(f"round/{name}", counts[name], step=counts["round"])
+    if summary.get("rounds"):
+        mlflow.set_tag("recipe.rounds", json.dumps([r["name"] for r in summary["rounds"]]))
     for name in ("report.json", "outcomes.jsonl", "rejected.jsonl"):
         if (Path(out_dir) / name).exists():
             mlflow.log_artifact(str(Path(out_dir) / name), artifact_path="accounting")
@@ -82,11 +103,16 @@ def process_dataset(
     seed: int = 0,
     batch_size: int = 32,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    num_workers: int | None = None,
 ) -> dict:
     """Run ``recipe_path`` on ``input_dir/samples.jsonl`` into ``out_dir``; log counts to MLflow.
 
-    ``fraction`` < 1 applies the recipe to a seeded subset only (e.g. re-caption
-    20% of the data); the other samples pass through as kept.
+    ``fraction`` < 1 applies the recipe's mappers to a seeded subset only (e.g.
+    re-caption 20% of the data; in every round of a multi-round recipe); the
+    other samples pass the mappers unchanged. Returns the summary also written
+    to ``out_dir/step.json``: ``STEP_COUNTS``, ``per_op`` and, for multi-round
+    recipes, ``rounds``. ``num_workers`` (image decoding processes) defaults to
+    one per spare core.
     """
     recipe = Recipe.load(recipe_path)
     select = seeded_fraction(fraction, seed) if fraction < 1.0 else None
@@ -100,18 +126,24 @@ def process_dataset(
     params = {"recipe.name": recipe.name or Path(recipe_path).stem, "recipe.hash": recipe.hash(), "fraction": fraction, "seed": seed}
     params |= recipe.flat_params()
     with step_run(step, params=params, tags={"recipe.hash": recipe.hash()}):
-        report = run_recipe(
-            recipe,
-            input_jsonl=Path(input_dir) / "samples.jsonl",
-            dataset_root=Path(input_dir),
-            out_dir=Path(out_dir),
-            model_root=Path(model_root),
-            batch_size=batch_size,
-            select=select,
-            chunk_size=chunk_size,
-            resume_key=resume_key,
-        )
-        summary = asdict(report)
+        if recipe.is_multi_round:
+            report = run_rounds(recipe, Path(input_dir) / "samples.jsonl", Path(input_dir), Path(out_dir), model_root=Path(model_root),
+                                batch_size=batch_size, num_workers=num_workers, select=select, chunk_size=chunk_size)
+            summary = rounds_summary(recipe, report)
+            summary["fingerprint"] = fingerprint
+        else:
+            summary = asdict(run_recipe(
+                recipe,
+                input_jsonl=Path(input_dir) / "samples.jsonl",
+                dataset_root=Path(input_dir),
+                out_dir=Path(out_dir),
+                model_root=Path(model_root),
+                batch_size=batch_size,
+                num_workers=num_workers,
+                select=select,
+                chunk_size=chunk_size,
+                resume_key=resume_key,
+            ))
         log_step_report(recipe, Path(input_dir), Path(out_dir), summary)
         mlflow.log_text(Path(recipe_path).read_text(), "recipe.yaml")
         summary["recipe_hash"] = recipe.hash()
@@ -120,6 +152,19 @@ def process_dataset(
     tmp.write_text(json.dumps(summary, indent=2, default=str))
     os.replace(tmp, Path(out_dir) / "step.json")
     return summary
+
+
+def rounds_summary(recipe: Recipe, report: RoundsReport) -> dict:
+    """A multi-round run as a step summary: ``STEP_COUNTS`` followed per input line, each round's
+    ``ROUND_COUNTS``, and every op's counts numbered through the rounds (as ``recipe.ops``)."""
+    per_op, offset = [], 0
+    for result, spec in zip(report.rounds, recipe.rounds):
+        counts = result.step.get("per_op") or [{"op": op.name, **dict.fromkeys(OP_COUNTS, 0)} for op in spec.ops]
+        per_op += [{**c, "step": offset + i, "round": spec.name} for i, c in enumerate(counts)]
+        offset += len(spec.ops)
+    rounds = [{k: v for k, v in asdict(r).items() if k != "step"} for r in report.rounds]
+    return {**report.step_counts(), "staged": report.staged, "staging_rejected": report.staging_rejected,
+            "rounds": rounds, "per_op": per_op, "recipe_hash": report.recipe_hash}
 
 
 def _finished_step(out_dir: Path, fingerprint: str) -> dict | None:

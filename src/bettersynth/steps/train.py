@@ -8,6 +8,12 @@ Pipeline shape (each a KFP component)::
 
 ``train_model`` runs both stages of one seed in one call (no selection), for
 callers that do not sweep seeds.
+
+Each step hands its stages (``StageCall``) to a runner: ``run_local`` trains
+in the step's own pod; with a ``multinode:`` section of world size > 1 in the
+training YAML, ``steps.train_remote.RemoteRunner`` runs them as a
+``TrainJob``/``PyTorchJob`` on N nodes x G GPUs and brings the results back,
+so the step's artifacts and MLflow records are the same either way.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import json
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +38,9 @@ from bettersynth.tracking import log_dataset_input, step_run
 from bettersynth.train import StageConfig, train_stage
 from bettersynth.train.checkpoint import latest_checkpoint
 from bettersynth.train.deepspeed import DeepSpeedSettings
+from bettersynth.train.multinode import MultiNodeSettings
 from bettersynth.train.seeds import SeedSelection, select_seeds as decide
+from bettersynth.train.trainer import StepCallback, TrainResult
 
 MAX_LOGGED_CHECKPOINT_BYTES = 2 << 30  # larger checkpoints are referenced, not copied into MLflow
 CURVE_FILE = "curve.json"  # stage-1 metrics up to the decision, written by train_align
@@ -48,9 +58,10 @@ class TrainPlan(BaseModel):
     seed_selection: SeedSelection = Field(default_factory=SeedSelection)  # early abort of poor stage-1 seeds
     checkpoint_root: str | None = None  # persistent folder (e.g. a PVC) for resumable checkpoints; None: scratch
     deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)  # ZeRO-2 on GPUs (offload optional)
+    multinode: MultiNodeSettings | None = None  # train as a TrainJob/PyTorchJob of N nodes x G GPUs (world size > 1)
 
     @classmethod
-    def load(cls, path: Path) -> "TrainPlan":
+    def load(cls, path: Path) -> TrainPlan:
         try:
             return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
         except Exception as exc:
@@ -65,6 +76,51 @@ class TrainPlan(BaseModel):
         root = Path(self.checkpoint_root) / dataset_hash.replace("/", "_") if self.checkpoint_root else Path(scratch)
         return root / f"seed{seed}" / stage
 
+    @property
+    def runs_remote(self) -> bool:
+        return self.multinode is not None and self.multinode.world_size > 1
+
+
+@dataclass
+class StageCall:
+    """One stage a step trains: ``train_stage``'s arguments plus where its per-step metrics go."""
+
+    name: str  # align or finetune: the metric prefix
+    model_dir: Path
+    records: list[dict]
+    image_root: Path
+    config: StageConfig
+    out_dir: Path
+    checkpoint_dir: Path
+    stop_after_step: int | None = None
+    on_step: StepCallback | None = None  # MLflow logging of each step
+    curve: list[dict] | None = None  # also collect the step rows here (the stage-1 curve)
+
+    def record(self, step: int, values: dict[str, float], log: bool = True) -> None:
+        if log and self.on_step is not None:
+            self.on_step(step, values)
+        if self.curve is not None:
+            self.curve.append({"step": step, **{k: float(v) for k, v in values.items()}})
+
+
+Runner = Callable[[list[StageCall]], list[TrainResult]]
+
+
+def run_local(calls: list[StageCall], deepspeed: DeepSpeedSettings) -> list[TrainResult]:
+    """Train the stages in this process, one after the other."""
+    return [train_stage(c.model_dir, c.records, c.image_root, c.config, c.out_dir, on_step=c.record,
+                        checkpoint_dir=c.checkpoint_dir, stop_after_step=c.stop_after_step, deepspeed=deepspeed)
+            for c in calls]
+
+
+def runner_for(plan: TrainPlan, plan_path: Path, label: str, dataset_hash: str, api: Any = None) -> Runner:
+    """Where this step's stages train: here, or as a multi-node job (``label`` names the job)."""
+    if not plan.runs_remote:
+        return lambda calls: run_local(calls, plan.deepspeed)
+    from bettersynth.steps.train_remote import RemoteRunner
+
+    return RemoteRunner(plan, Path(plan_path), label, dataset_hash, api=api)
+
 
 def pretraining_records(dataset_dir: Path, cap: int | None, cap_seed: int) -> list[dict]:
     """The variant's samples as LLaVA plain-template records, optionally capped by a seeded subsample."""
@@ -74,11 +130,9 @@ def pretraining_records(dataset_dir: Path, cap: int | None, cap_seed: int) -> li
     return [dj_to_llava(s) for s in samples]
 
 
-def _log_step(prefix: str, sink: list | None = None):
+def _log_step(prefix: str) -> StepCallback:
     def log(step: int, values: dict[str, float]) -> None:
         mlflow.log_metrics({f"{prefix}/{k}": float(v) for k, v in values.items()}, step=step)
-        if sink is not None:
-            sink.append({"step": step, **{k: float(v) for k, v in values.items()}})
 
     return log
 
@@ -107,27 +161,32 @@ def _params(plan: TrainPlan, seed: int, dataset_hash: str, base_model: Path, n_r
     params |= {f"align.{k}": v for k, v in plan.stage("align", seed).model_dump().items()}
     params |= {f"finetune.{k}": v for k, v in plan.stage("finetune", seed).model_dump().items()}
     params |= {f"deepspeed.{k}": v for k, v in plan.deepspeed.model_dump().items()}
+    if plan.multinode is not None:
+        params |= {f"multinode.{k}": v for k, v in plan.multinode.model_dump().items()}
     return params | {f"seed_selection.{k}": v for k, v in plan.seed_selection.model_dump().items()}
 
 
-def train_align(dataset_dir: Path, dataset_hash: str, base_model: Path, plan_path: Path, seed: int, out_dir: Path) -> dict:
+def train_align(dataset_dir: Path, dataset_hash: str, base_model: Path, plan_path: Path, seed: int, out_dir: Path,
+                api: Any = None) -> dict:
     """Stage 1 of one seed up to the decision step, into ``out_dir``.
 
     ``out_dir`` receives ``curve.json`` (per-step metrics) and either
     ``checkpoints/`` (paused at the decision step) or ``model/`` (stage 1 was
-    shorter than the decision window and is complete).
+    shorter than the decision window and is complete). ``api``: the
+    Kubernetes API for multi-node plans (default: in-cluster credentials).
     """
     plan = TrainPlan.load(plan_path)
     records = pretraining_records(Path(dataset_dir), plan.sample_cap, plan.sample_cap_seed)
     out_dir = Path(out_dir)
     curve: list[dict] = []
     tags = {"dataset.hash": dataset_hash, "train.seed": str(seed)}
+    run_stages = runner_for(plan, plan_path, f"align-s{seed}", dataset_hash, api)
     with step_run(f"align-seed{seed}", params=_params(plan, seed, dataset_hash, base_model, len(records)), tags=tags) as run:
-        result = train_stage(
-            Path(base_model), records, Path(dataset_dir), plan.stage("align", seed), out_dir / "model",
-            on_step=_log_step("align", curve), checkpoint_dir=out_dir / "checkpoints",
-            stop_after_step=plan.seed_selection.decide_after_steps, deepspeed=plan.deepspeed,
-        )
+        [result] = run_stages([StageCall(
+            "align", Path(base_model), records, Path(dataset_dir), plan.stage("align", seed), out_dir / "model",
+            out_dir / "checkpoints", stop_after_step=plan.seed_selection.decide_after_steps,
+            on_step=_log_step("align"), curve=curve,
+        )])
         if result.completed:
             shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the model is the result
         (out_dir / CURVE_FILE).write_text(json.dumps({"seed": seed, "completed": result.completed, "steps": curve}))
@@ -173,6 +232,7 @@ def train_finetune(
     out_dir: Path,
     dataset_remote: str = "",
     dataset_name: str = "",
+    api: Any = None,
 ) -> dict:
     """Finish stage 1 of a surviving seed from its decision checkpoint, then run stage 2 into ``out_dir``."""
     plan = TrainPlan.load(plan_path)
@@ -182,22 +242,23 @@ def train_finetune(
     records = pretraining_records(Path(dataset_dir), plan.sample_cap, plan.sample_cap_seed)
     tags = {"dataset.hash": dataset_hash, "train.seed": str(seed)}
     params = _params(plan, seed, dataset_hash, base_model, len(records))
+    run_stages = runner_for(plan, plan_path, f"train-s{seed}", dataset_hash, api)
     with step_run(f"train-seed{seed}", params=params, tags=tags) as run, tempfile.TemporaryDirectory() as scratch:
         _log_dataset(dataset_hash, dataset_remote, dataset_name, len(records))
         for row in json.loads((aligned / CURVE_FILE).read_text())["steps"]:  # the whole stage-1 curve in this run
             mlflow.log_metrics({f"align/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
+        calls = []
         if (aligned / "model").is_dir():
-            stage1_dir, align_loss = aligned / "model", None
+            stage1_dir = aligned / "model"
         else:
             ckpt = plan.checkpoint_dir(Path(scratch), dataset_hash, seed, "align")
             if latest_checkpoint(ckpt) is None:  # first attempt: start from the decision checkpoint (read-only input)
                 shutil.copytree(aligned / "checkpoints", ckpt, dirs_exist_ok=True)
-            stage1 = train_stage(Path(base_model), records, Path(dataset_dir), plan.stage("align", seed),
-                                 Path(scratch) / "align", on_step=_log_step("align"), checkpoint_dir=ckpt,
-                                 deepspeed=plan.deepspeed)
-            stage1_dir, align_loss = stage1.out_dir, stage1.losses[-1]
-        return _finetune(plan, seed, stage1_dir, align_loss, Path(instruct_json), dataset_hash, Path(scratch),
-                         Path(out_dir), run.info.run_id)
+            stage1_dir = Path(scratch) / "align"
+            calls.append(StageCall("align", Path(base_model), records, Path(dataset_dir), plan.stage("align", seed),
+                                   stage1_dir, ckpt, on_step=_log_step("align")))
+        return _finetune(plan, seed, stage1_dir, calls, Path(instruct_json), dataset_hash, Path(scratch),
+                         Path(out_dir), run.info.run_id, run_stages)
 
 
 def _log_dataset(dataset_hash: str, remote_url: str, name: str, n_samples: int) -> None:
@@ -206,14 +267,18 @@ def _log_dataset(dataset_hash: str, remote_url: str, name: str, n_samples: int) 
         log_dataset_input(dataset_hash, remote_url, name, path=f"data/variants/{name}", n_samples=n_samples)
 
 
-def _finetune(plan: TrainPlan, seed: int, stage1_dir: Path, align_loss: float | None, instruct_json: Path,
-              dataset_hash: str, scratch: Path, out_dir: Path, run_id: str) -> dict:
+def _finetune(plan: TrainPlan, seed: int, stage1_dir: Path, calls: list[StageCall], instruct_json: Path,
+              dataset_hash: str, scratch: Path, out_dir: Path, run_id: str, run_stages: Runner) -> dict:
+    """Stage 2 from ``stage1_dir`` (after the stage-1 ``calls`` that produce it, in the same run); log the result."""
     instruct = json.loads(instruct_json.read_text())
-    stage2 = train_stage(stage1_dir, instruct, instruct_json.parent, plan.stage("finetune", seed), out_dir,
-                         on_step=_log_step("finetune"),
-                         checkpoint_dir=plan.checkpoint_dir(scratch, dataset_hash, seed, "finetune"),
-                         deepspeed=plan.deepspeed)
-    if align_loss is None:
+    calls = calls + [StageCall("finetune", stage1_dir, instruct, instruct_json.parent, plan.stage("finetune", seed),
+                               out_dir, plan.checkpoint_dir(scratch, dataset_hash, seed, "finetune"),
+                               on_step=_log_step("finetune"))]
+    *stage1, stage2 = run_stages(calls)
+    if stage1:
+        mlflow.log_metric("align/trainable_params", stage1[0].trainable_params)
+        align_loss = stage1[0].losses[-1]
+    else:
         align_loss = json.loads((stage1_dir / "bettersynth_training.json").read_text())["result"]["losses"][-1]
     mlflow.log_metrics({"align/final_loss": align_loss, "finetune/final_loss": stage2.losses[-1],
                         "finetune/trainable_params": stage2.trainable_params})
@@ -232,6 +297,7 @@ def train_model(
     out_dir: Path,
     dataset_remote: str = "",
     dataset_name: str = "",
+    api: Any = None,
 ) -> dict:
     """Train stage 1 on the variant and stage 2 on the fixed instruction set into ``out_dir`` (one seed).
 
@@ -241,12 +307,11 @@ def train_model(
     records = pretraining_records(Path(dataset_dir), plan.sample_cap, plan.sample_cap_seed)
     tags = {"dataset.hash": dataset_hash, "train.seed": str(seed)}
     params = _params(plan, seed, dataset_hash, base_model, len(records))
+    run_stages = runner_for(plan, plan_path, f"model-s{seed}", dataset_hash, api)
     with step_run(f"train-seed{seed}", params=params, tags=tags) as run, tempfile.TemporaryDirectory() as scratch:
         _log_dataset(dataset_hash, dataset_remote, dataset_name, len(records))
-        stage1 = train_stage(Path(base_model), records, Path(dataset_dir), plan.stage("align", seed),
-                             Path(scratch) / "align", on_step=_log_step("align"),
-                             checkpoint_dir=plan.checkpoint_dir(Path(scratch), dataset_hash, seed, "align"),
-                             deepspeed=plan.deepspeed)
-        mlflow.log_metric("align/trainable_params", stage1.trainable_params)
-        return _finetune(plan, seed, stage1.out_dir, stage1.losses[-1], Path(instruct_json), dataset_hash,
-                         Path(scratch), Path(out_dir), run.info.run_id)
+        stage1_dir = Path(scratch) / "align"
+        align = StageCall("align", Path(base_model), records, Path(dataset_dir), plan.stage("align", seed), stage1_dir,
+                          plan.checkpoint_dir(Path(scratch), dataset_hash, seed, "align"), on_step=_log_step("align"))
+        return _finetune(plan, seed, stage1_dir, [align], Path(instruct_json), dataset_hash, Path(scratch),
+                         Path(out_dir), run.info.run_id, run_stages)

@@ -23,9 +23,12 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 logger = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,22 @@ def submit_and_wait(
         except JobCancelled:
             _delete(api, path, name, where)
             raise JobCancelled(f"{where}: the step was cancelled; deleted the job") from None
+
+
+def delete_job(manifest: dict[str, Any], api: Any = None) -> None:
+    """Delete the job ``manifest`` names (its pods go with it); a job already gone is fine."""
+    kind = JOB_KINDS[manifest["kind"]]
+    name, namespace = manifest["metadata"]["name"], manifest["metadata"].get("namespace", "default")
+    _delete(api or custom_objects_api(), (kind.group, kind.version, namespace, kind.plural), name,
+            f"{manifest['kind']} {namespace}/{name}")
+
+
+def current_namespace(default: str = "default") -> str:
+    """The namespace this pod runs in (its service account's), else ``default`` outside a cluster."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or default
+    except OSError:
+        return default
 
 
 def _delete(api: Any, path: tuple[str, ...], name: str, where: str) -> None:
