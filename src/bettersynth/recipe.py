@@ -1,8 +1,9 @@
 """Recipes: a Data-Juicer style YAML list of operators, validated before any work runs.
 
 Why: a typo in a 400k-sample run must fail in the first second, naming the
-file, the op, its position and the field; and the same recipe must hash the
-same on every machine so DVC and MLflow can tell runs apart.
+file and line (``recipe.yaml:14: process[1] ...: field 'min_scor'``), the op,
+its position and the field; and the same recipe must hash the same on every
+machine so DVC and MLflow can tell runs apart.
 
 Example::
 
@@ -19,7 +20,8 @@ Example::
 A multi-round recipe replaces ``process`` by ``rounds``: each round is a
 ``process`` list applied to the samples its ``where`` selects (by a stat an
 earlier round scored, or a seeded fraction); the others pass it untouched
-and the results merge back. ``bettersynth.data.rounds.run_rounds`` runs it::
+and the results merge back. ``bettersynth.data.rounds.run_rounds`` runs it
+(``process_dataset`` and ``bettersynth data apply`` choose it for such recipes)::
 
     rounds:
       - name: score
@@ -40,10 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from bettersynth.ops import OPERATORS, OpConfig, OpContext, Operator
+from bettersynth.yaml_lines import Key, Lines, load_yaml
 
 # Top-level keys of Data-Juicer configs that do not change what we compute: accepted and kept.
 # (np, executor settings and caching knobs are the engine's business here.)
@@ -69,7 +71,13 @@ OP_RUNTIME_KEYS = frozenset(
     {"accelerator", "num_proc", "mem_required", "cpu_required", "gpu_required", "batch_size", "turbo",
      "skip_op_error", "memory", "num_cpus", "num_gpus", "runtime_np", "work_dir", "index_key"}
 )
-OP_FIXED = {"text_key": ("text",), "image_key": ("images",)}
+# Per-op options accepted only at one value (then dropped): the first allowed value is the one we run with.
+OP_FIXED = {"text_key": ("text",), "image_key": ("images",), "trust_remote_code": (False,)}
+OP_FIXED_WHY = {
+    "text_key": "text is always 'text'",
+    "image_key": "images are always 'images'",
+    "trust_remote_code": "only trust_remote_code: false; models load from local folders and run built-in transformers code only",
+}
 
 
 @dataclass(frozen=True)
@@ -129,40 +137,39 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({exc})") from None
-        return cls.from_dict(data, source=str(path))
+        """Read and validate a recipe file; errors name ``file:line``, the op and the field."""
+        data, lines = load_yaml(path)
+        return cls.from_dict(data, source=str(path), lines=lines)
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<recipe>") -> Recipe:
-        """Validate the whole recipe, then raise once listing every problem found."""
+    def from_dict(cls, data: Any, source: str = "<recipe>", lines: Lines | None = None) -> Recipe:
+        """Validate the whole recipe, then raise once listing every problem found.
+
+        ``lines`` (from ``bettersynth.yaml_lines.load_yaml``) adds the line of each problem."""
+        problems = _Problems(source, lines)
+        if lines is not None:
+            for path, first, again in lines.duplicates:
+                problems.add(path, f"key {path[-1]!r} is given twice (lines {first} and {again}); YAML would keep only the last")
         if not isinstance(data, dict):
-            raise ValueError(f"{source}: a recipe must be a mapping with a 'process' list")
-        problems = []
-        unknown = set(data) - {"name", "process", "rounds"} - DATA_JUICER_KEYS
-        if unknown:
-            problems.append(f"unknown top-level key(s) {sorted(unknown)}; expected 'name', 'process', 'rounds' or Data-Juicer keys")
+            problems.add((), "a recipe must be a mapping with a 'process' list")
+            problems.raise_if_any()
+        for key in sorted(set(data) - {"name", "process", "rounds"} - DATA_JUICER_KEYS, key=str):
+            problems.add((str(key),), f"unknown top-level key {key!r}; expected 'name', 'process', 'rounds' or Data-Juicer keys")
         for key, allowed in DATA_JUICER_FIXED.items():
             if key in data and data[key] not in allowed:
-                problems.append(f"Data-Juicer option {key}={data[key]!r} is not supported (only {allowed[0]!r})")
+                problems.add((key,), f"Data-Juicer option {key}={data[key]!r} is not supported (only {allowed[0]!r})")
         name = data.get("name")
         if name is not None and not isinstance(name, str):
-            problems.append("field 'name' must be a string")
+            problems.add(("name",), "field 'name' must be a string")
         rounds: list[Round] = []
         if "rounds" in data:
             if "process" in data:
-                problems.append("give either 'process' (one round) or 'rounds', not both")
-            rounds = _parse_rounds(data["rounds"], source, problems)
+                problems.add(("process",), "give either 'process' (one round) or 'rounds', not both")
+            rounds = _parse_rounds(data["rounds"], problems)
             ops = [spec for r in rounds for spec in r.ops]
         else:
-            ops = _parse_process(data.get("process"), source, "", problems)
-        if len(problems) == 1:
-            raise ValueError(f"{source}: {problems[0]}")
-        if problems:
-            raise ValueError(f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+            ops = _parse_process(data.get("process"), (), problems)
+        problems.raise_if_any()
         extra = {k: v for k, v in data.items() if k in DATA_JUICER_KEYS}
         return cls(ops=ops, name=name, extra=extra, source=source, rounds=rounds)
 
@@ -218,72 +225,103 @@ class Recipe:
         return Recipe(ops=list(r.ops), name=f"{self.name or 'recipe'}/{r.name}", extra=dict(self.extra), source=f"{self.source}#rounds[{index}]")
 
 
-def _parse_process(process: Any, source: str, where: str, problems: list[str]) -> list[OpSpec]:
-    ops = []
+@dataclass
+class _Problems:
+    """Every problem found in one recipe, each with the path of the field it is about."""
+
+    source: str
+    lines: Lines | None
+    items: list[tuple[Key, str]] = field(default_factory=list)
+
+    def add(self, path: Key, text: str) -> None:
+        self.items.append((path, text))
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        if self.lines is not None:  # in file order
+            self.items.sort(key=lambda item: self.lines.at(item[0]) or 0)
+        where = [self.lines.where(path) if self.lines is not None else self.source for path, _ in self.items]
+        if len(self.items) == 1:
+            raise ValueError(f"{where[0]}: {self.items[0][1]}")
+        listed = [f"{w}: {text}" if self.lines is not None else text for w, (_, text) in zip(where, self.items)]
+        raise ValueError(f"{self.source}: {len(self.items)} problems:\n" + "\n".join(f"  - {item}" for item in listed))
+
+
+def _parse_process(process: Any, path: Key, problems: _Problems) -> list[OpSpec]:
+    label = "".join(f"{p}." if isinstance(p, str) else f"[{p}]." for p in path).replace(".[", "[")
     if not isinstance(process, list) or not process:
-        problems.append(f"field '{where}process' must be a non-empty list of operators")
-        return ops
-    for i, entry in enumerate(process):
-        try:
-            ops.append(_parse_op(entry, i, source, where))
-        except ValueError as exc:
-            problems.append(str(exc).removeprefix(f"{source}: "))
-    return ops
+        problems.add(path + ("process",), f"field '{label}process' must be a non-empty list of operators")
+        return []
+    specs = [_parse_op(entry, path + ("process", i), f"{label}process[{i}]", problems) for i, entry in enumerate(process)]
+    return [spec for spec in specs if spec is not None]
 
 
-def _parse_rounds(rounds: Any, source: str, problems: list[str]) -> list[Round]:
+def _parse_rounds(rounds: Any, problems: _Problems) -> list[Round]:
     if not isinstance(rounds, list) or not rounds:
-        problems.append("field 'rounds' must be a non-empty list of rounds")
+        problems.add(("rounds",), "field 'rounds' must be a non-empty list of rounds")
         return []
     parsed, names = [], set()
     for i, entry in enumerate(rounds):
-        where = f"rounds[{i}]."
+        path = ("rounds", i)
         if not isinstance(entry, dict):
-            problems.append(f"rounds[{i}]: a round must be a mapping with 'process' (and optional 'name', 'where')")
+            problems.add(path, f"rounds[{i}]: a round must be a mapping with 'process' (and optional 'name', 'where')")
             continue
-        unknown = set(entry) - {"name", "where", "process"}
-        if unknown:
-            problems.append(f"rounds[{i}]: unknown key(s) {sorted(unknown)}; expected 'name', 'where', 'process'")
+        for key in sorted(set(entry) - {"name", "where", "process"}, key=str):
+            problems.add(path + (str(key),), f"rounds[{i}]: unknown key {key!r}; expected 'name', 'where', 'process'")
         name = str(entry.get("name", f"round-{i}"))
         if name in names:
-            problems.append(f"rounds[{i}]: round name {name!r} is used twice")
+            problems.add(path + ("name",), f"rounds[{i}]: round name {name!r} is used twice")
         names.add(name)
         select = None
         if entry.get("where") is not None:
-            try:
-                select = RoundSelect(**entry["where"]) if isinstance(entry["where"], dict) else RoundSelect.model_validate(entry["where"])
-            except (ValidationError, TypeError) as exc:
-                detail = "; ".join(_describe(err, list(RoundSelect.model_fields)) for err in exc.errors()) if isinstance(exc, ValidationError) else str(exc)
-                problems.append(f"rounds[{i}].where: {detail}")
-        parsed.append(Round(name, _parse_process(entry.get("process"), source, where, problems), select))
+            where = entry["where"]
+            if not isinstance(where, dict):
+                problems.add(path + ("where",), f"rounds[{i}].where: must be a mapping like {{stat: ..., min: ..., max: ...}}")
+            else:
+                try:
+                    select = RoundSelect(**{str(k): v for k, v in where.items()})
+                except ValidationError as exc:
+                    for err in exc.errors():
+                        loc = tuple(str(p) for p in err.get("loc", ()))
+                        problems.add(path + ("where", *loc), f"rounds[{i}].where: {_describe(err, list(RoundSelect.model_fields))}")
+        parsed.append(Round(name, _parse_process(entry.get("process"), path, problems), select))
     return parsed
 
 
-def _parse_op(entry: Any, index: int, source: str, prefix: str = "") -> OpSpec:
-    where = f"{source}: {prefix}process[{index}]"
+def _parse_op(entry: Any, path: Key, label: str, problems: _Problems) -> OpSpec | None:
     if isinstance(entry, str):  # "- words_num_filter" with no parameters
         entry = {entry: None}
     if not isinstance(entry, dict) or len(entry) != 1:
-        raise ValueError(f"{where}: each step must be a mapping with exactly one op name, e.g. '- words_num_filter: {{min_num: 5}}'")
+        problems.add(path, f"{label}: each step must be a mapping with exactly one op name, e.g. '- words_num_filter: {{min_num: 5}}'")
+        return None
     (op_name, params), = entry.items()
     op_name = str(op_name)
+    path = path + (op_name,)
     try:
         op_cls = OPERATORS.get(op_name)
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        problems.add(path, f"{label}: {exc}")
+        return None
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise ValueError(f"{where} {op_name!r}: parameters must be a mapping, got {type(params).__name__}")
-    unsupported = [f"{k}={v!r}" for k, v in params.items() if k in OP_FIXED and v not in OP_FIXED[k]]
+        problems.add(path, f"{label} {op_name!r}: parameters must be a mapping, got {type(params).__name__}")
+        return None
+    params = {str(k): v for k, v in params.items()}
+    unsupported = [k for k, v in params.items() if k in OP_FIXED and v not in OP_FIXED[k]]
+    for key in unsupported:
+        problems.add(path + (key,), f"{label} {op_name!r}: Data-Juicer option {key}={params[key]!r} is not supported ({OP_FIXED_WHY[key]})")
     if unsupported:
-        raise ValueError(f"{where} {op_name!r}: Data-Juicer option(s) {', '.join(unsupported)} not supported (text is 'text', images are 'images')")
+        return None
     params = {k: v for k, v in params.items() if k not in OP_RUNTIME_KEYS and k not in OP_FIXED}
     try:
-        config = op_cls.Config(**{str(k): v for k, v in params.items()})
+        config = op_cls.Config(**params)
     except ValidationError as exc:
-        problems = "; ".join(_describe(err, list(op_cls.Config.model_fields)) for err in exc.errors())
-        raise ValueError(f"{where} {op_name!r}: {problems}") from None
+        for err in exc.errors():
+            loc = tuple(p if isinstance(p, int) else str(p) for p in err.get("loc", ()))
+            problems.add(path + loc, f"{label} {op_name!r}: {_describe(err, list(op_cls.Config.model_fields))}")
+        return None
     return OpSpec(op_name, config)
 
 

@@ -7,6 +7,7 @@ shows up as a hole here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,23 @@ class RunSummary:
     models: list[dict] = field(default_factory=list)  # one row per finetune or soup
     registry: list[dict] = field(default_factory=list)  # model versions of this run
     aliases: dict[str, str] = field(default_factory=dict)
+
+
+ROUND_COLUMNS = ("n_in", "n_out", "filtered", "rejected", "replaced", "removed", "created_kept")  # round/<name> metrics read back
+
+
+def _rounds(client: MlflowClient, run) -> list[dict]:
+    """Each round's counts of a multi-round data step (``round/<count>`` metrics, step = round index)."""
+    if "round/n_in" not in run.data.metrics:
+        return []
+    history = {name: {m.step: int(m.value) for m in client.get_metric_history(run.info.run_id, f"round/{name}")}
+               for name in ROUND_COLUMNS}
+    names = json.loads(run.data.tags.get("recipe.rounds", "[]"))
+    return [{"round": i, "name": names[i] if i < len(names) else f"round-{i}", "in": history["n_in"].get(i, 0),
+             "kept": history["n_out"].get(i, 0), "filtered": history["filtered"].get(i, 0),
+             "rejected": history["rejected"].get(i, 0), "replaced": history["replaced"].get(i, 0),
+             "removed": history["removed"].get(i, 0), "added": history["created_kept"].get(i, 0)}
+            for i in sorted(history["n_in"])]
 
 
 def _children(client: MlflowClient, parent: str, experiment_id: str):
@@ -48,7 +66,8 @@ def collect_summary(parent_run_id: str, model_name: str, workspace: Path, wall_s
                 "in": int(metrics.get("n_in", 0)), "kept": int(metrics.get("kept", 0)),
                 "filtered": int(metrics.get("filtered", 0)), "rejected": int(metrics.get("rejected", 0)),
                 "added": int(metrics.get("added", 0)), "added_kept": int(metrics.get("added_kept", 0)),
-                "run_id": run.info.run_id,
+                "replaced": int(metrics.get("replaced", 0)), "removed": int(metrics.get("removed", 0)),
+                "run_id": run.info.run_id, "rounds": _rounds(client, run),
             })
         elif step == "version-dataset":
             dataset_hash = tags.get("dataset.hash", "")
@@ -74,17 +93,24 @@ def collect_summary(parent_run_id: str, model_name: str, workspace: Path, wall_s
     return summary
 
 
+def _count_line(label: str, row: dict) -> str:
+    return (f"{label[:29]:<30}{row['in']:>6}{row['kept']:>7}{row['filtered']:>10}{row['rejected']:>10}"
+            f"{row.get('replaced', 0):>10}{row.get('removed', 0):>9}{row['added']:>7}")
+
+
 def format_summary(summary: RunSummary, model_name: str) -> str:
     """Plain-text tables plus the commands to look further."""
     lines = [f"bettersynth quickstart finished in {summary.wall_seconds:.0f} s (parent MLflow run {summary.parent_run_id})", ""]
-    lines.append(f"{'data step':<16}{'in':>6}{'kept':>7}{'filtered':>10}{'rejected':>10}{'added':>7}  run / DVC hash")
+    lines.append(f"{'data step':<30}{'in':>6}{'kept':>7}{'filtered':>10}{'rejected':>10}{'replaced':>10}{'removed':>9}"
+                 f"{'added':>7}  run / DVC hash")
     for row in summary.datasets:
         if row["step"] == "version-dataset":
-            lines.append(f"{'version ' + row['variant']:<56}  {row['dataset_hash']}")
-        else:
-            lines.append(
-                f"{row['step']:<16}{row['in']:>6}{row['kept']:>7}{row['filtered']:>10}{row['rejected']:>10}{row['added']:>7}  {row['run_id']}"
-            )
+            lines.append(f"{'version ' + row['variant']:<89}  {row['dataset_hash']}")
+            continue
+        lines.append(_count_line(row["step"], {**row, "added": row.get("added_kept", row["added"])}) + f"  {row['run_id']}")
+        lines += [_count_line(f"  round {r['round']} {r['name']}", r) for r in row.get("rounds", [])]
+    lines.append("(kept = in - filtered - rejected + added; filtered + rejected = replaced + removed;"
+                 " added: samples a mapper made, written)")
     lines += ["", f"{'model':<16}{'TextVQA':>9}{'MMBench(circ)':>15}  {'dataset hash':<38}run id"]
     for row in summary.models:
         tvqa = "-" if row["textvqa"] is None else f"{row['textvqa']:.1f}"

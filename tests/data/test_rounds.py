@@ -75,6 +75,12 @@ def test_rounds_counts_add_up_and_merge_back(small_world, pico_models, similarit
         assert r.n_out == r.n_in - r.removed + r.added
     assert (report.n_in, report.n_out) == (n, n - report.removed + report.added)
     assert report.removed == (n - len(survivors)) + len(band) - len(good_recaptions) and report.replaced == len(good_recaptions)
+    # followed per input line: each band pair was filtered (swapped out); the good ones were replaced
+    counts = report.step_counts()
+    assert counts["n_in"] == counts["kept_from_input"] + counts["filtered"] + counts["rejected"] == n
+    assert (counts["kept_from_input"], counts["filtered"], counts["rejected"]) == (len(survivors) - len(band), n - len(survivors) + len(band), 0)
+    assert (counts["replaced"], counts["removed"]) == (len(good_recaptions), report.removed)
+    assert (counts["added"], counts["added_kept"], counts["kept"]) == (len(band), len(good_recaptions), report.n_out)
 
     samples = load_variant(out)
     expected = [i if i not in band else f"{i}#cap0" for i in sorted(survivors, key=list(similarities).index)

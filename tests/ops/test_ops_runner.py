@@ -113,7 +113,7 @@ def test_ops_runner_mapper_with_select_and_escaping_path_at_export(model_root, d
     assert by_id["3"]["status"] == "kept"
     assert by_id["0#cap0"] == {"id": "0#cap0", "status": "kept", "source_id": "0"}
     kept = {s["id"]: s for s in read(out / "samples.jsonl")}
-    assert kept["2#cap0"]["meta"]["provenance"]["source_id"] == "2"
+    assert kept["2#cap0"]["meta"]["provenance"][-1]["source_id"] == "2"
     assert kept["2#cap0"]["images"] == ["images/imgs/2.png"]
     assert report.per_op[1]["skipped"] == 6 and report.per_op[1]["added"] == 3
 
@@ -126,6 +126,8 @@ def test_ops_runner_replacing_mapper_counts_originals_as_filtered(model_root, da
     outcomes = {o["id"]: o for o in read(tmp_path / "out" / "outcomes.jsonl") if "line" not in o}
     assert outcomes["0"]["status"] == "filtered" and outcomes["0"]["replaced_by"] == ["0#cap0"]
     assert report.filtered == 2 and report.added_kept == 2
+    assert (report.replaced, report.removed) == (2, report.filtered + report.rejected - 2)  # re-captions stand in for both
+    assert report.per_op[0]["replaced"] == report.per_op[0]["filtered"] == 2
     # a rerun into the same folder replaces its files and gives the same result
     first = (tmp_path / "out" / "samples.jsonl").read_text()
     again = run_recipe(r, input_jsonl, root, tmp_path / "out", model_root=model_root,
@@ -136,3 +138,34 @@ def test_ops_runner_replacing_mapper_counts_originals_as_filtered(model_root, da
 def test_ops_step_report_check_raises():
     with pytest.raises(RuntimeError, match="accounting"):
         StepReport(n_in=3, kept=1, kept_from_input=1, filtered=1, rejected=0, added=0, added_kept=0).check()
+    with pytest.raises(RuntimeError, match="replaced"):  # replaced + removed must cover every dropped input
+        StepReport(n_in=2, kept=1, kept_from_input=1, filtered=1, rejected=0, added=0, added_kept=0, replaced=0, removed=0).check()
+
+
+def test_ops_runner_new_images_go_under_the_output_never_the_input(model_root, dataset, tmp_path):
+    """Stable Diffusion re-synthesis through run_recipe: the input folder stays as it was."""
+    pytest.importorskip("diffusers")
+    from bettersynth.demo.synthesis_models import build_tiny_stable_diffusion
+
+    input_jsonl, root = dataset
+    sd = build_tiny_stable_diffusion(tmp_path / "sd", [LONG, "bus", "only text without any image at all"])
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    r = recipe(
+        {"image_diffusion_mapper": {"hf_diffusion": str(sd), "num_inference_steps": 2, "keep_original_sample": False}},
+        {"image_text_similarity_filter": {"hf_clip": "clip", "min_score": -1.0}},
+    )
+    out = tmp_path / "out"
+    report = run_recipe(r, input_jsonl, root, out, model_root=model_root, num_workers=0,
+                        select=lambda op, sample: sample.id in {"0", "1", "5", "9"})
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before  # nothing written, nothing touched
+    kept = {s["id"]: s for s in read(out / "samples.jsonl")}
+    assert {"0#diff0", "1#diff0", "9#diff0"} <= set(kept) and not {"0", "1", "9"} & set(kept)
+    for new in ("0#diff0", "1#diff0", "9#diff0"):
+        (path,) = kept[new]["images"]
+        assert (out / path).is_file() and not (root / path.removeprefix("images/")).exists()
+        assert kept[new]["meta"]["provenance"][-1]["source_id"] == new.split("#")[0]
+    outcomes = {o["id"]: o for o in read(out / "outcomes.jsonl") if "line" not in o}
+    assert outcomes["5"]["op"] == "stage" and "dataset root" in outcomes["5"]["error"]  # refused before any op
+    assert outcomes["8"]["op"] == "stage" and "not found" in outcomes["8"]["error"]
+    assert (report.replaced, report.added_kept) == (3, 3) and report.removed == report.filtered + report.rejected - 3
+    assert not (out / ".resume").exists()  # the scratch root went with it

@@ -44,18 +44,34 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def apply(args: argparse.Namespace) -> int:
-    """Stages ``filter`` / ``caption`` of dvc.yaml: the pipeline's operator code, without MLflow."""
+    """Stages ``filter`` / ``caption`` of dvc.yaml: the pipeline's operator code, without MLflow.
+
+    A multi-round recipe runs round by round (``run_rounds``) and prints each round's counts."""
+    from dataclasses import asdict
+
+    from bettersynth.data.rounds import run_rounds
     from bettersynth.ops.runner import run_recipe
     from bettersynth.recipe import Recipe
     from bettersynth.steps.process import seeded_fraction
 
-    source = Path(args.input)
+    recipe = Recipe.load(args.recipe)
+    source, out = Path(args.input), Path(args.out)
     select = seeded_fraction(args.fraction, args.seed) if args.fraction < 1.0 else None
-    report = run_recipe(
-        Recipe.load(args.recipe), source / "samples.jsonl", source, Path(args.out),
-        model_root=Path(args.model_root), batch_size=args.batch_size, select=select,
-    )
-    print(f"{args.recipe}: {report.n_in} in, {report.kept} kept, {report.filtered} filtered, {report.rejected} rejected")
+    if recipe.is_multi_round:
+        report = run_rounds(recipe, source / "samples.jsonl", source, out, model_root=Path(args.model_root),
+                            batch_size=args.batch_size, select=select)
+        counts = report.step_counts()
+        for r in report.rounds:
+            print(f"  round {r.round} {r.name}: {r.n_in} in, {r.selected} selected, {r.filtered} filtered, {r.rejected} rejected "
+                  f"({r.replaced} replaced, {r.removed} removed), {r.created_kept} added, {r.n_out} out")
+    else:
+        counts = asdict(run_recipe(
+            recipe, source / "samples.jsonl", source, out, model_root=Path(args.model_root), batch_size=args.batch_size,
+            select=select, resume_key=f"fraction={args.fraction},seed={args.seed}",
+        ))
+    print(f"{args.recipe}: {counts['n_in']} in, {counts['kept']} kept, {counts['filtered']} filtered, "
+          f"{counts['rejected']} rejected ({counts['replaced']} replaced, {counts['removed']} removed), "
+          f"{counts['added_kept']} added")
     return 0
 
 

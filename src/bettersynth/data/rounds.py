@@ -25,16 +25,20 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bettersynth.data.algebra import SAMPLES, VariantWriter, load_variant
 from bettersynth.data.images import ImageError
 from bettersynth.data.jsonl import BadLine, read_jsonl, write_jsonl, write_samples
 from bettersynth.data.sample import Sample
 from bettersynth.recipe import Recipe, Round, RoundSelect
+
+if TYPE_CHECKING:
+    from bettersynth.ops.runner import Select
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,13 @@ class RoundReport:
 
 @dataclass
 class RoundsReport:
+    """Per round (``rounds``) and summed over rounds; ``inputs_*`` follow each input line to the end.
+
+    A sample made in one round and dropped in a later one counts in that later
+    round's ``removed``; the ``inputs_*`` counts instead ask, for every input
+    line, whether it, or something made from it, is in the output.
+    """
+
     n_in: int  # input lines
     staged: int  # good samples whose images were found (entered round 0)
     staging_rejected: int  # lines rejected before round 0 (unreadable line, missing image)
@@ -84,6 +95,11 @@ class RoundsReport:
     removed: int
     rounds: list[RoundReport] = field(default_factory=list)
     recipe_hash: str = ""
+    kept_from_input: int = 0  # written samples that are input samples themselves
+    inputs_filtered: int = 0  # input samples dropped by a filter, or swapped out by a mapper, in some round
+    inputs_rejected: int = 0  # input lines rejected (at staging or in some round)
+    inputs_replaced: int = 0  # of the dropped inputs, those with a created descendant in the output
+    created: int = 0  # samples made by mappers, over all rounds
 
     def check(self) -> None:
         for r in self.rounds:
@@ -92,6 +108,24 @@ class RoundsReport:
             raise RuntimeError(f"accounting error: n_in {self.n_in} != staged {self.staged} + staging_rejected {self.staging_rejected}")
         if self.n_out != self.staged - self.removed + self.added:
             raise RuntimeError(f"accounting error: n_out {self.n_out} != staged {self.staged} - removed {self.removed} + added {self.added}")
+        if self.n_in != self.kept_from_input + self.inputs_filtered + self.inputs_rejected:
+            raise RuntimeError(f"accounting error: n_in {self.n_in} != kept_from_input {self.kept_from_input} + inputs_filtered "
+                               f"{self.inputs_filtered} + inputs_rejected {self.inputs_rejected}")
+        if self.inputs_replaced > min(self.n_out - self.kept_from_input, self.inputs_filtered + self.inputs_rejected):
+            raise RuntimeError(f"accounting error: inputs_replaced {self.inputs_replaced} exceeds the created samples written "
+                               "or the inputs dropped")
+
+    def step_counts(self) -> dict[str, int]:
+        """The whole run in the single-pass runner's terms (``StepReport``), so steps compare alike:
+        n_in = kept_from_input + filtered + rejected, kept = kept_from_input + added_kept,
+        filtered + rejected = replaced + removed."""
+        dropped = self.inputs_filtered + self.inputs_rejected
+        return {
+            "n_in": self.n_in, "kept": self.n_out, "kept_from_input": self.kept_from_input,
+            "filtered": self.inputs_filtered, "rejected": self.inputs_rejected,
+            "replaced": self.inputs_replaced, "removed": dropped - self.inputs_replaced,
+            "added": self.created, "added_kept": self.n_out - self.kept_from_input,
+        }
 
 
 def run_rounds(
@@ -105,12 +139,20 @@ def run_rounds(
     cache_dir: Path | None = None,
     work_dir: Path | None = None,
     keep_work: bool = False,
+    select: Select | None = None,
+    chunk_size: int | None = None,
 ) -> RoundsReport:
     """Run ``recipe`` round by round into ``out_dir`` (samples.jsonl, content-addressed images/,
-    outcomes.jsonl, rejected.jsonl, report.json). A single-``process`` recipe is one round."""
-    from bettersynth.ops.runner import run_recipe
+    outcomes.jsonl, rejected.jsonl, report.json). A single-``process`` recipe is one round.
+
+    ``select(op, sample)`` further limits every round's mappers, as in ``run_recipe``;
+    ``chunk_size`` is the runner's (None: its default)."""
+    from bettersynth.ops.runner import DEFAULT_CHUNK_SIZE, run_recipe
 
     out_dir = Path(out_dir)
+    if out_dir.resolve() == Path(dataset_root).resolve():
+        raise ValueError(f"out_dir: {out_dir} is the input folder; write the result to a folder of its own")
+    _clear_result(out_dir)
     rounds = recipe.rounds or [Round("process", list(recipe.ops))]
     work = Path(work_dir) if work_dir else out_dir.parent / f".{out_dir.name}.rounds"
     if work.exists():
@@ -118,6 +160,7 @@ def run_rounds(
     outcomes: list[dict[str, Any]] = []
     current = work / "r0-input"
     staged, staging_rejected, n_in = _stage(Path(input_jsonl), Path(dataset_root), current, outcomes)
+    input_ids = {s.id for s in load_variant(current)}
     report = RoundsReport(n_in=n_in, staged=staged, staging_rejected=staging_rejected, n_out=0, added=0, replaced=0, removed=0,
                           recipe_hash=recipe.hash())
     for index, spec in enumerate(rounds):
@@ -133,7 +176,8 @@ def run_rounds(
             write_samples(round_dir / "selected.jsonl", selected)
             single = recipe.round_recipe(index) if recipe.rounds else recipe
             step = asdict(run_recipe(single, round_dir / "selected.jsonl", current, round_dir / "out", model_root=model_root,
-                                     batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir))
+                                     batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, select=select,
+                                     chunk_size=chunk_size or DEFAULT_CHUNK_SIZE))
             outputs = load_variant(round_dir / "out")
             records = [json.loads(line) for line in (round_dir / "out" / "outcomes.jsonl").read_text(encoding="utf-8").splitlines() if line]
         counts = _merge(samples, selected, outputs, records, current, round_dir / "out", target)
@@ -149,14 +193,43 @@ def run_rounds(
     report.added = sum(r.added for r in report.rounds)
     report.replaced = sum(r.replaced for r in report.rounds)
     report.removed = sum(r.removed for r in report.rounds)
+    report.created = sum(r.created for r in report.rounds)
+    _follow_inputs(report, input_ids, outcomes, [s.id for s in load_variant(out_dir)])
     report.check()
     write_jsonl(out_dir / "outcomes.jsonl", outcomes)
     write_jsonl(out_dir / "rejected.jsonl", ({"id": r["id"], "op": r["op"], "error": r["error"], "round": r.get("round")}
                                              for r in outcomes if r.get("status") == "rejected"))
-    (out_dir / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
+    partial = out_dir / "report.json.partial"
+    partial.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, out_dir / "report.json")  # last: the folder is complete once it exists
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _follow_inputs(report: RoundsReport, input_ids: set[str], outcomes: list[dict[str, Any]], out_ids: list[str]) -> None:
+    """Fill the ``inputs_*`` counts: each input line's fate over all rounds, through provenance."""
+    source_of: dict[str, str] = {}
+    dropped: dict[str, str] = {}
+    for record in outcomes:
+        if record.get("id") is None:
+            continue
+        if "source_id" in record:
+            source_of.setdefault(record["id"], record["source_id"])
+        elif record.get("round") is not None and record["id"] in input_ids and record["status"] in ("filtered", "rejected"):
+            dropped[record["id"]] = record["status"]
+
+    def root_of(sample_id: str) -> str:
+        seen = set()
+        while sample_id not in input_ids and sample_id in source_of and sample_id not in seen:
+            seen.add(sample_id)
+            sample_id = source_of[sample_id]
+        return sample_id
+
+    report.kept_from_input = sum(1 for i in out_ids if i in input_ids)
+    report.inputs_filtered = sum(1 for status in dropped.values() if status == "filtered")
+    report.inputs_rejected = report.staging_rejected + sum(1 for status in dropped.values() if status == "rejected")
+    report.inputs_replaced = len({root_of(i) for i in out_ids if i not in input_ids} & set(dropped))
 
 
 def selects(where: RoundSelect, sample: Sample) -> bool:
@@ -173,6 +246,18 @@ def selects(where: RoundSelect, sample: Sample) -> bool:
         digest = hashlib.sha256(f"{where.seed}:{sample.id}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64 < where.fraction
     return True
+
+
+RESULT_FILES = (SAMPLES, "outcomes.jsonl", "rejected.jsonl", "report.json")
+RESULT_DIRS = ("images", ".resume")
+
+
+def _clear_result(out_dir: Path) -> None:
+    """Remove what an earlier (unfinished or other) run left in ``out_dir``; anything else there is an error later."""
+    for name in RESULT_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    for name in RESULT_DIRS:
+        shutil.rmtree(out_dir / name, ignore_errors=True)
 
 
 def _stage(input_jsonl: Path, root: Path, staging: Path, outcomes: list[dict[str, Any]]) -> tuple[int, int, int]:

@@ -101,28 +101,55 @@ def _parse_row(raw: dict[str, str | None], where: str) -> tuple[MMBenchRow, str]
 
 
 def _decode_image(cell: str, where: str) -> bytes:
+    """The image bytes of a cell; checked to be a readable image now, not at inference time."""
     try:
-        return base64.b64decode(cell, validate=True)
+        data = base64.b64decode(cell, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError(f"{where}: field 'image' is not base64") from None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, struct.error...) for bad bytes
+        raise ValueError(f"{where}: field 'image' is not a readable image ({type(exc).__name__}: {exc})") from None
+    return data
 
 
 def load_mmbench(path: str | Path) -> list[MMBenchRow]:
-    """Read an MMBench TSV with the csv module, validating every row."""
+    """Read an MMBench TSV with the csv module, validating every row before any is used.
+
+    Errors name the file, the row, the line it starts on and the field."""
     path = Path(path)
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # base64 images exceed the 128 KiB default
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {exc.start})") from None
+    del raw
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
+    try:
         missing = [name for name in REQUIRED if name not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path.name}: header lacks columns {missing}")
-        parsed: list[tuple[MMBenchRow, str, str]] = []
-        for number, raw in enumerate(reader, start=1):
-            where = f"{path.name}: row {number} (line {reader.line_num})"
-            if None in raw:
-                raise ValueError(f"{where}: more cells than header columns")
-            row, cell = _parse_row(raw, where)
-            parsed.append((row, cell, where))
+    except csv.Error as exc:
+        raise ValueError(f"{path}:1: header is not TSV ({exc})") from None
+    if missing:
+        raise ValueError(f"{path}: header lacks columns {missing} (line 1)")
+    parsed: list[tuple[MMBenchRow, str, str]] = []
+    number, start = 0, reader.line_num + 1
+    while True:
+        try:
+            raw_row = next(reader, None)
+        except csv.Error as exc:
+            raise ValueError(f"{path}: row {number + 1} (line {start}): not TSV ({exc})") from None
+        if raw_row is None:
+            break
+        number += 1
+        where = f"{path}: row {number} (line {start})"
+        start = reader.line_num + 1
+        if None in raw_row:
+            raise ValueError(f"{where}: more cells than header columns")
+        row, cell = _parse_row(raw_row, where)
+        parsed.append((row, cell, where))
     cells: dict[int, str] = {}
     for row, cell, where in parsed:
         if row.index in cells:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Collection
 
+from bettersynth.data.images import ImageError, resolve_image
 from bettersynth.eval.benchmark import BENCHMARKS, Benchmark, EvalItem, percent_mean
 from bettersynth.eval.normalize import normalize_answer
 
@@ -69,49 +70,97 @@ def _field(record: object, name: str, kind: type | tuple[type, ...], where: str)
 
 
 def load_annotations(path: str | Path) -> list[dict]:
-    """Read ``TextVQA_0.5.1_val.json``, checking the fields the evaluator uses."""
+    """Read ``TextVQA_0.5.1_val.json``, checking the fields the evaluator uses.
+
+    Errors name the file, the record (``data[3]``), its line and the field."""
     path = Path(path)
+    text = _read_utf8(path)
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
+        payload = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path.name}: not JSON ({exc.msg} at line {exc.lineno})") from None
-    data = _field(payload, "data", list, path.name)
+        raise ValueError(f"{path}:{exc.lineno}: not JSON ({exc.msg})") from None
+    data = _field(payload, "data", list, str(path))
     for number, record in enumerate(data):
-        where = f"{path.name}: data[{number}]"
-        _field(record, "question_id", (int, str), where)
-        _field(record, "image_id", str, where)
-        _field(record, "question", str, where)
-        answers = _field(record, "answers", list, where)
-        if len(answers) != NUM_ANSWERS or not all(isinstance(a, str) for a in answers):
-            raise ValueError(f"{where}: field 'answers' must be {NUM_ANSWERS} strings")
+        where = f"{path}: data[{number}]"
+        try:
+            _field(record, "question_id", (int, str), where)
+            _field(record, "image_id", str, where)
+            _field(record, "question", str, where)
+            answers = _field(record, "answers", list, where)
+            if len(answers) != NUM_ANSWERS or not all(isinstance(a, str) for a in answers):
+                raise ValueError(f"{where}: field 'answers' must be {NUM_ANSWERS} strings")
+        except ValueError as exc:
+            raise ValueError(f"{exc} (line {_array_item_line(text, 'data', number)})") from None
     return data
 
 
+def _read_utf8(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _array_item_line(text: str, key: str, index: int) -> int | None:
+    """The line where item ``index`` of the top-level object's ``key`` array starts (for error
+    messages only: the file is scanned again, value by value, without building it)."""
+    decoder, pos = json.JSONDecoder(), 0
+
+    def skip(at: int) -> int:
+        while at < len(text) and text[at] in " \t\r\n,:":
+            at += 1
+        return at
+
+    try:
+        pos = skip(pos)
+        if text[pos] != "{":
+            return None
+        pos = skip(pos + 1)
+        while text[pos] != "}":
+            name, pos = decoder.raw_decode(text, pos)
+            pos = skip(pos)
+            if name == key and text[pos] == "[":
+                pos = skip(pos + 1)
+                for _ in range(index):
+                    _, pos = decoder.raw_decode(text, pos)
+                    pos = skip(pos)
+                return text.count("\n", 0, pos) + 1
+            _, pos = decoder.raw_decode(text, pos)
+            pos = skip(pos)
+    except (ValueError, IndexError):
+        return None
+    return None
+
+
 def load_questions(path: str | Path) -> list[dict]:
-    """Read LLaVA's ``llava_textvqa_val_v051_ocr.jsonl``; adds ``where`` to each record."""
+    """Read LLaVA's ``llava_textvqa_val_v051_ocr.jsonl``; adds ``where`` (file:line) to each record."""
     path = Path(path)
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path.name}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: not JSON ({exc.msg})") from None
-            _field(record, "question_id", (int, str), where)
-            _field(record, "image", str, where)
-            _field(record, "text", str, where)
-            records.append({**record, "where": where})
+    for number, line in enumerate(_read_utf8(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: not JSON ({exc.msg})") from None
+        _field(record, "question_id", (int, str), where)
+        _field(record, "image", str, where)
+        _field(record, "text", str, where)
+        records.append({**record, "where": where})
     return records
 
 
-def load_textvqa(questions_path: str | Path, annotations_path: str | Path) -> list[TextVQAQuestion]:
+def load_textvqa(questions_path: str | Path, annotations_path: str | Path,
+                 image_dir: str | Path | None = None) -> list[TextVQAQuestion]:
     """Join LLaVA's question lines with the official answers.
 
     LLaVA's ``question_id`` is the image id, so, like ``eval_textvqa.py``, a line
     is matched on (image id, lower-cased question); repeated keys pair up in order.
+    With ``image_dir``, every line's ``image`` must be a file inside it, so a bad
+    line fails here, before any model is loaded.
     """
     by_key: dict[tuple[str, str], list[dict]] = {}
     for record in load_annotations(annotations_path):
@@ -126,11 +175,22 @@ def load_textvqa(questions_path: str | Path, annotations_path: str | Path) -> li
         if used.get(key, 0) >= len(matches):
             raise ValueError(f"{record['where']}: fields 'image'/'text' match no annotation "
                              f"(image_id={image_id!r}, question={question!r})")
+        if image_dir is not None:
+            _check_image(Path(image_dir), record["image"], record["where"])
         annotation = matches[used.get(key, 0)]
         used[key] = used.get(key, 0) + 1
         out.append(TextVQAQuestion(str(annotation["question_id"]), image_id, record["image"],
                                    question, tokens, tuple(annotation["answers"])))
     return out
+
+
+def _check_image(image_dir: Path, rel: str, where: str) -> None:
+    try:
+        found = resolve_image(image_dir, rel).is_file()
+    except ImageError as exc:
+        raise ValueError(f"{where}: field 'image': {exc}") from None
+    if not found:
+        raise ValueError(f"{where}: field 'image': {rel!r} is not a file in {str(image_dir)!r}")
 
 
 def answer_scores(gt_answers: list[str] | tuple[str, ...]) -> dict[str, float]:
@@ -163,7 +223,7 @@ class TextVQA(Benchmark):
             raise ValueError(f"limit: must be >= 0, got {limit}")
         self.image_dir = Path(image_dir)
         self.use_ocr = use_ocr
-        self.questions = load_textvqa(questions_path, annotations_path)[:limit]
+        self.questions = load_textvqa(questions_path, annotations_path, self.image_dir)[:limit]
         self._by_id = {q.question_id: q for q in self.questions}
 
     def question_ids(self) -> list[str]:

@@ -57,6 +57,7 @@ class OpContext:
     model_root: Path | None = None
     score_cache: ScoreCache | None = None  # None: every score is computed
     digests: FileDigests = field(default_factory=FileDigests)  # image hashes, shared by the run's ops
+    output_dir: Path | None = None  # the variant a run writes (set by run_recipe); None when an op is called directly
 
     def model_path(self, name: str, field_name: str, op_name: str) -> Path:
         """A model directory from an op parameter; relative names resolve against ``model_root``."""
@@ -76,6 +77,9 @@ class Operator(ABC):
 
     name: ClassVar[str]  # the recipe name, registered in bettersynth.ops
     Config: ClassVar[type[OpConfig]] = OpConfig
+    # True for ops that write new files under ``context.engine.dataset_root`` (re-synthesised images):
+    # run_recipe then points that root at a scratch copy inside ``context.output_dir``, never the input.
+    writes_images: ClassVar[bool] = False
 
     def __init__(self, config: OpConfig | None = None, context: OpContext | None = None):
         self.config = config if config is not None else self.Config()

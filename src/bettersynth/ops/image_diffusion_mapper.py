@@ -9,10 +9,10 @@ and DVC stores it once.
 
 Where images go: ``<dataset root>/<save_dir>/<sha256>.png``; the runner then
 exports them into the output variant's ``images/`` like any other image.
-Run through ``bettersynth.data.rounds.run_rounds`` the dataset root is a
-staging copy, so the input variant is never written to; called through
-``run_recipe`` directly they land next to the input files (Data-Juicer's
-default when ``save_dir`` is unset).
+Through ``run_recipe`` (and so ``run_rounds``) the dataset root is a
+scratch copy inside the output folder (the op declares ``writes_images``),
+so the input variant is never written to; called directly, they land under
+the engine's dataset root.
 
 The prompt for an image is its chunk's caption, or ``meta[caption_key]`` (a
 string, or a list with one caption per image). Unlike Data-Juicer this op

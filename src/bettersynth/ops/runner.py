@@ -12,7 +12,9 @@ a first pass over the whole dataset, say so through ``bettersynth.ops.stream``.
 Output folder::
 
     samples.jsonl    kept samples, stats under __dj__stats__, image paths relative to it
-    images/...       the images they use (hard links, else copies), original layout
+    images/...       the images they use (hard links, else copies), original layout; images an op
+                     creates are written under a scratch root in .resume/ (never into the input)
+                     and reach images/ the same way (``bettersynth.ops.image_links``)
     outcomes.jsonl   per chunk: one record per input line, then one per sample a mapper created
     rejected.jsonl   id, op, error of every rejected sample
     report.json      the StepReport (written last: the folder is complete once it exists)
@@ -26,20 +28,19 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bettersynth.data.images import ImageError, normalise_rel, resolve_image
+from bettersynth.data.images import ImageError
 from bettersynth.data.jsonl import BadLine, Position, iter_jsonl
 from bettersynth.data.sample import Sample
 from bettersynth.engine import Engine, EngineSettings, Failure
 from bettersynth.engine.inference import auto_workers
 from bettersynth.ops.base import Decision, Filter, Mapped, Mapper, OpContext, Operator
+from bettersynth.ops.image_links import ImageStage, place_image
 from bettersynth.ops.score_cache import FileDigests, ScoreCache, default_cache_dir
 from bettersynth.ops.step_files import Checkpoint, StepFiles, run_fingerprint
 from bettersynth.ops.stream import CarriesState, IdRegistry, NeedsDatasetPass
@@ -50,8 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Select = Callable[[Operator, Sample], bool]
+SCRATCH_ROOT = "root"  # under out_dir/.resume: the dataset root of runs whose ops write images
 DEFAULT_CHUNK_SIZE = 2048  # input lines in memory at once; a multiple of the usual model batch
-OP_COUNTS = ("in", "kept", "filtered", "rejected", "added", "skipped")
+OP_COUNTS = ("in", "kept", "filtered", "replaced", "rejected", "added", "skipped")  # per op; replaced is part of filtered
 
 
 @dataclass
@@ -63,6 +65,8 @@ class StepReport:
     rejected: int  # input lines rejected (unreadable line, bad image, export failure)
     added: int  # samples created by mappers
     added_kept: int  # of those, written to samples.jsonl
+    replaced: int = 0  # filtered or rejected inputs with a created descendant written in their place
+    removed: int = 0  # filtered or rejected inputs with nothing written in their place
     per_op: list[dict[str, Any]] = field(default_factory=list)  # counts per recipe step
     recipe_hash: str = ""
     cache_hits: int = 0  # filter scores read from the score cache (all steps)
@@ -75,10 +79,14 @@ class StepReport:
             raise RuntimeError(f"accounting error: n_in {self.n_in} != kept_from_input {self.kept_from_input} + filtered {self.filtered} + rejected {self.rejected}")
         if self.kept != self.kept_from_input + self.added_kept:
             raise RuntimeError(f"accounting error: kept {self.kept} != kept_from_input {self.kept_from_input} + added_kept {self.added_kept}")
+        if self.replaced + self.removed != self.filtered + self.rejected or self.replaced > self.added_kept:
+            raise RuntimeError(f"accounting error: replaced {self.replaced} + removed {self.removed} != filtered {self.filtered} + "
+                               f"rejected {self.rejected}, or more replaced than added_kept {self.added_kept}")
         for c in self.per_op:
             out = c["kept"] + c["filtered"] + c["rejected"] + c.get("skipped", 0)
-            if c["in"] != out:
-                raise RuntimeError(f"accounting error: step {c['step']} {c['op']}: in {c['in']} != kept + filtered + rejected + skipped {out}")
+            if c["in"] != out or c.get("replaced", 0) > c["filtered"]:
+                raise RuntimeError(f"accounting error: step {c['step']} {c['op']}: in {c['in']} != kept + filtered + rejected + skipped {out}"
+                                   f" (or replaced {c.get('replaced', 0)} > filtered {c['filtered']})")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepReport:
@@ -115,6 +123,16 @@ class _Ledger:
     def reject(self, sample_id: str | None, op: str, error: str, record: dict[str, Any] | None = None) -> None:
         (record or self.by_id[sample_id]).update(status="rejected", op=op, error=error)
 
+    def root_of(self, sample_id: str) -> str:
+        """The input sample a created sample descends from (through mappers of mappers' output)."""
+        seen = set()
+        record = self.by_id.get(sample_id)
+        while record is not None and "source_id" in record and sample_id not in seen:
+            seen.add(sample_id)
+            sample_id = record["source_id"]
+            record = self.by_id.get(sample_id)
+        return sample_id
+
 
 @dataclass
 class _Tally:
@@ -127,6 +145,7 @@ class _Tally:
     rejected: int = 0
     added: int = 0
     added_kept: int = 0
+    replaced: int = 0
     per_op: list[dict[str, Any]] = field(default_factory=list)
 
     def add_chunk(self, n_lines: int, kept: list[Sample], input_ids: set[str], ledger: _Ledger) -> None:
@@ -135,16 +154,21 @@ class _Tally:
         from_input = sum(1 for s in kept if s.id in input_ids)
         self.kept_from_input += from_input
         self.added_kept += len(kept) - from_input
+        dropped = set()
         for record in ledger.records:
             if "source_id" in record:
                 self.added += 1
             elif record["status"] in ("filtered", "rejected"):
                 setattr(self, record["status"], getattr(self, record["status"]) + 1)
+                if "line" not in record:
+                    dropped.add(record["id"])
+        self.replaced += len(dropped & {ledger.root_of(s.id) for s in kept if s.id not in input_ids})
 
     def report(self, recipe_hash: str, fingerprint: str) -> StepReport:
         return StepReport(
             n_in=self.n_in, kept=self.kept, kept_from_input=self.kept_from_input, filtered=self.filtered,
-            rejected=self.rejected, added=self.added, added_kept=self.added_kept, per_op=self.per_op,
+            rejected=self.rejected, added=self.added, added_kept=self.added_kept, replaced=self.replaced,
+            removed=self.filtered + self.rejected - self.replaced, per_op=self.per_op,
             recipe_hash=recipe_hash, cache_hits=sum(c.get("cache_hits", 0) for c in self.per_op),
             cache_misses=sum(c.get("cache_misses", 0) for c in self.per_op), fingerprint=fingerprint,
         )
@@ -186,16 +210,20 @@ def run_recipe(
     workers = auto_workers() if num_workers is None else num_workers
     engine = Engine(EngineSettings(batch_size=batch_size, num_workers=workers), dataset_root=dataset_root)
     cache = ScoreCache(Path(cache_dir) if cache_dir else default_cache_dir()) if recipe.extra.get("use_cache", True) else None
-    context = OpContext(engine=engine, model_root=Path(model_root) if model_root else None, score_cache=cache)
+    context = OpContext(engine=engine, model_root=Path(model_root) if model_root else None, score_cache=cache, output_dir=out_dir)
     ops = recipe.build_ops(context)
     checkpoint = files.open(resume)
     if checkpoint.report is not None:  # killed while renaming: finish the renames
         files.finish(checkpoint)
         return StepReport.from_json(checkpoint.report)
-    _first_pass(ops, input_jsonl, chunk_size, select, context, files.work)
+    stage = None
+    if any(op.writes_images for op in ops):  # new files go to a scratch root inside out_dir, never the input
+        stage = ImageStage(dataset_root, files.work / SCRATCH_ROOT)
+        engine.dataset_root = stage.scratch
+    _first_pass(ops, input_jsonl, chunk_size, select, context, files.work, stage)
     ids = IdRegistry(files.work / "ids.sqlite")
     try:
-        tally = _stream(ops, input_jsonl, dataset_root, out_dir, chunk_size, select, context, files, checkpoint, ids)
+        tally = _stream(ops, input_jsonl, engine.dataset_root, out_dir, chunk_size, select, context, files, checkpoint, ids, stage)
     finally:
         ids.close()
         files.close()
@@ -208,7 +236,7 @@ def run_recipe(
 
 def _stream(
     ops: list[Operator], input_jsonl: Path, root: Path, out_dir: Path, chunk_size: int, select: Select | None,
-    context: OpContext, files: StepFiles, checkpoint: Checkpoint, ids: IdRegistry,
+    context: OpContext, files: StepFiles, checkpoint: Checkpoint, ids: IdRegistry, stage: ImageStage | None,
 ) -> _Tally:
     """The real pass: each chunk through every op, exported, appended and checkpointed."""
     tally = _Tally(**checkpoint.tally) if checkpoint.tally else _Tally(per_op=_empty_counts(ops))
@@ -219,6 +247,7 @@ def _stream(
     lines = iter_jsonl(input_jsonl, checkpoint.position, ids.add)
     for items, end in _chunks(lines, chunk_size):
         ledger, samples, input_ids = _admit(items, ids.add)
+        samples = _staged(stage, samples, ledger)
         samples = _run_ops(ops, samples, ledger, tally.per_op, select, context)
         samples = _export(samples, root, out_dir, ledger)
         tally.add_chunk(len(items), samples, input_ids, ledger)
@@ -245,6 +274,7 @@ def _stream(
 
 def _first_pass(
     ops: list[Operator], input_jsonl: Path, chunk_size: int, select: Select | None, context: OpContext, work: Path,
+    stage: ImageStage | None,
 ) -> None:
     """For each op that needs the whole dataset: stream the input through the ops before it and
     let it observe the survivors. Nothing is written; the ops' carried state is put back after."""
@@ -259,6 +289,7 @@ def _first_pass(
         try:
             for items, _ in _chunks(iter_jsonl(input_jsonl, Position(), ids.add), chunk_size):
                 ledger, samples, _ = _admit(items, ids.add)
+                samples = _staged(stage, samples, ledger)
                 samples = _run_ops(before, samples, ledger, _empty_counts(before), select, context)
                 if samples:
                     op.observe(samples)
@@ -270,6 +301,13 @@ def _first_pass(
         for i, state in saved.items():
             before[i].load_state_dict(state)
         log.info("step %d %s: first pass over the dataset done", position, op.name)
+
+
+def _staged(stage: ImageStage | None, samples: list[Sample], ledger: _Ledger) -> list[Sample]:
+    """The chunk's samples whose images were linked into the scratch root (all of them without one)."""
+    if stage is None:
+        return samples
+    return stage(samples, lambda sample_id, error: ledger.reject(sample_id, "stage", error))
 
 
 def _chunks(lines: Iterator[tuple[Sample | BadLine, Position]], size: int) -> Iterator[tuple[list[Sample | BadLine], Position]]:
@@ -366,44 +404,10 @@ def _export(samples: list[Sample], root: Path, out_dir: Path, ledger: _Ledger) -
     exported, placed = [], set()
     for sample in samples:
         try:
-            new_paths = [_place(rel, root, images_dir, placed) for rel in sample.images]
+            new_paths = [place_image(rel, root, images_dir, placed) for rel in sample.images]
         except (ImageError, OSError) as exc:
             ledger.reject(sample.id, "export", str(exc))
             continue
         sample.images = [f"images/{p}" for p in new_paths]
         exported.append(sample)
     return exported
-
-
-def _place(rel: str, root: Path, images_dir: Path, placed: set[str]) -> str:
-    """Link (else copy) one image; existence and path safety are checked, pixels are not
-    (only ops that use images decode them). A target already there from this or an earlier
-    chunk (or run) is kept when it is the same file, replaced when stale."""
-    source = resolve_image(root, rel)
-    if not source.is_file():
-        raise ImageError(f"{source}: image file not found")
-    rel = normalise_rel(rel)
-    if rel in placed:
-        return rel
-    target = images_dir / rel
-    if not _same_file(source, target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists() or target.is_symlink():
-            target.unlink()
-        try:
-            os.link(source, target)
-        except OSError:  # other filesystem, or links not allowed: copy, then rename into place
-            partial = target.with_name(target.name + ".partial")
-            shutil.copy2(source, partial)
-            os.replace(partial, target)
-    placed.add(rel)
-    return rel
-
-
-def _same_file(source: Path, target: Path) -> bool:
-    """True if ``target`` is ``source`` (a hard link) or a finished copy of it (same size and mtime)."""
-    try:
-        a, b = source.stat(), target.stat(follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) or (a.st_size, a.st_mtime_ns) == (b.st_size, b.st_mtime_ns)

@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from bettersynth.data.jsonl import read_jsonl
 from bettersynth.data.llava import dj_to_llava
 from bettersynth.data.sample import Sample
+from bettersynth.yaml_lines import load_model
 from bettersynth.tracking import log_dataset_input, step_run
 from bettersynth.train import StageConfig, train_stage
 from bettersynth.train.checkpoint import latest_checkpoint
@@ -60,12 +60,20 @@ class TrainPlan(BaseModel):
     deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)  # ZeRO-2 on GPUs (offload optional)
     multinode: MultiNodeSettings | None = None  # train as a TrainJob/PyTorchJob of N nodes x G GPUs (world size > 1)
 
+    @field_validator("align", "finetune")
+    @classmethod
+    def _stage_overrides_are_valid(cls, overrides: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """A typo in a stage's settings fails when the YAML is read, not after stage 1 has run."""
+        try:
+            StageConfig.for_stage(info.field_name, **overrides)
+        except ValidationError as exc:
+            raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        return overrides
+
     @classmethod
     def load(cls, path: Path) -> TrainPlan:
-        try:
-            return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
-        except Exception as exc:
-            raise ValueError(f"{path}: invalid training config: {exc}") from exc
+        """Read and check the whole YAML before any work; errors name ``file:line`` and the field."""
+        return load_model(Path(path), cls)
 
     def stage(self, stage: str, seed: int) -> StageConfig:
         overrides = self.align if stage == "align" else self.finetune
