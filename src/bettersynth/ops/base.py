@@ -145,7 +145,10 @@ class Filter(Operator):
 
     def process(self, batch: list[Sample]) -> list[Decision | Failure]:
         """Score the whole batch (reusing cached scores), store the stats, then decide each sample."""
-        stats = self.scores(batch)
+        return self.decide(batch, self.scores(batch))
+
+    def decide(self, batch: list[Sample], stats: list[Any | Failure]) -> list[Decision | Failure]:
+        """Store each sample's stat and decide it; a failed score passes through as the sample's rejection."""
         decisions: list[Decision | Failure] = []
         for sample, stat in zip(batch, stats):
             if isinstance(stat, Failure):

@@ -137,14 +137,7 @@ class ImageTextPerplexityFilter(Filter):
                 f"{self.name}: keep_ratio needs every score before deciding, but process() was called again "
                 "without a first pass (observe() on every chunk, then end_observation())"
             )
-        decisions: list[Decision | Failure] = []
-        for sample, stat in zip(batch, stats):
-            if isinstance(stat, Failure):
-                decisions.append(stat)
-                continue
-            sample.stats[self.stat_key] = stat
-            decisions.append(self.keep(sample))
-        return decisions
+        return self.decide(batch, stats)
 
     def _choose_threshold(self, stats: list[Any]) -> None:
         values = [v for stat in stats if not isinstance(stat, Failure) for v in stat if v is not None and not math.isnan(v)]
