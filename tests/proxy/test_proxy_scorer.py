@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from bettersynth.data.jsonl import read_jsonl
-from bettersynth.demo.proxy.scorer import ScorerConfig, pair_similarities, roc_auc, threshold_from_clean, train_scorer
+from bettersynth.demo.proxy.scorer import (
+    ScorerConfig,
+    pair_similarities,
+    roc_auc,
+    threshold_from_clean,
+    train_scorer,
+)
 from bettersynth.demo.proxy.world import ProxyWorldConfig, build_proxy_world, read_pairs
 from bettersynth.demo.world import WorldConfig, all_texts
 from bettersynth.ops.runner import run_recipe

@@ -8,22 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from bettersynth.data.jsonl import read_jsonl
 from bettersynth.demo.benchmarks import TEXTVQA_PROMPT_SUFFIX
-from bettersynth.demo.proxy.world import ProxyWorldConfig, ProxyWorldPaths, build_proxy_world, read_pairs, scene_from_json
-from bettersynth.demo.world import WorldConfig
-from bettersynth.eval.mmbench import ANSWER_SUFFIX
-
-TINY = ProxyWorldConfig(
-    world=WorldConfig(seed=2, n_seed_samples=60, mismatch_fraction=0.5, n_instruct=0, n_textvqa=4, n_mmbench=4,
-                      n_heldout_textvqa=2, n_heldout_mmbench=2),
-    n_instruct=20, n_scorer=80, n_calibration=10,
+from bettersynth.demo.proxy.world import (
+    ProxyWorldPaths,
+    build_proxy_world,
+    read_pairs,
+    scene_from_json,
 )
-
-
-@pytest.fixture(scope="module")
-def proxy(tmp_path_factory) -> ProxyWorldPaths:
-    return build_proxy_world(tmp_path_factory.mktemp("proxy"), TINY)
+from bettersynth.eval.mmbench import ANSWER_SUFFIX
+from bettersynth.eval.textvqa import OCR_PREFIX, parse_llava_text
 
 
 def _keys_of(paths: ProxyWorldPaths) -> set[tuple]:
@@ -71,18 +64,32 @@ def test_proxy_chat_corpus_answers_from_its_description(proxy: ProxyWorldPaths) 
     assert {c["context"] for c in chats} <= captions
 
 
-def test_proxy_world_is_deterministic_and_rebuilds_in_place(tmp_path: Path, proxy: ProxyWorldPaths) -> None:
-    again = build_proxy_world(tmp_path / "again", TINY)
+def test_proxy_world_is_deterministic_and_rebuilds_in_place(tmp_path: Path, proxy: ProxyWorldPaths, tiny_config) -> None:
+    again = build_proxy_world(tmp_path / "again", tiny_config)
     def digest(paths: ProxyWorldPaths) -> dict[str, str]:
         return {str(p.relative_to(paths.root)): hashlib.sha256(p.read_bytes()).hexdigest()
                 for p in sorted(paths.root.rglob("*")) if p.is_file()}
     assert digest(again) == digest(proxy)
-    build_proxy_world(tmp_path / "again", TINY)  # a second build over the first
+    build_proxy_world(tmp_path / "again", tiny_config)  # a second build over the first
     assert digest(again) == digest(proxy)
-    assert again.load_config() == TINY
+    assert again.load_config() == tiny_config
 
 
-def test_proxy_refuses_a_foreign_folder(tmp_path: Path) -> None:
+def test_proxy_refuses_a_foreign_folder(tmp_path: Path, tiny_config) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="holds no proxy world"):
-        build_proxy_world(tmp_path, TINY)
+        build_proxy_world(tmp_path, tiny_config)
+
+
+def test_proxy_ocr_distractors_share_the_words_case(proxy: ProxyWorldPaths) -> None:
+    """The demo world title-cases distractors ("Dog" beside "CAT"); here every token is upper case."""
+    for textvqa in (proxy.world.textvqa, proxy.world.heldout_textvqa):
+        for line in textvqa.questions.read_text().splitlines():
+            _, tokens = parse_llava_text(json.loads(line)["text"], "test")
+            assert tokens and all(token == token.upper() for token in tokens)
+    questions = [turn["value"] for r in json.loads(proxy.world.instruct_json.read_text())
+                 for turn in r["conversations"] if turn["from"] == "human" and OCR_PREFIX in turn["value"]]
+    assert questions
+    for question in questions:
+        _, tokens = parse_llava_text(question.removeprefix("<image>\n"), "test")
+        assert all(token == token.upper() for token in tokens)

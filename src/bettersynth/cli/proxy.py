@@ -10,16 +10,26 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from bettersynth.demo.proxy.experiment import ProxyConfig, format_table, run_proxy
+    from bettersynth.demo.proxy.experiment import (
+        ProxyConfig,
+        ProxyModels,
+        format_table,
+        run_proxy,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.monotonic()
     config = ProxyConfig(workspace=Path(args.workspace), seeds=args.seeds, recipes=tuple(args.recipes),
                          tracking_uri=args.tracking_uri)
-    result = run_proxy(config)
+    models = ProxyModels.load(config.workspace) if args.reuse_models else None
+    if models is not None and models.world.load_config() != config.world:
+        models = None  # built for another world: train again
+    result = run_proxy(config, models)
     print("\n" + format_table(result))
-    print(f"\nprepare: " + ", ".join(f"{k} {v:.0f}s" for k, v in result["timings"].items()))
+    print("\nprepare: " + ", ".join(f"{k} {v:.0f}s" for k, v in result["timings"].items())
+          + (" (reused)" if models is not None else ""))
+    print("recipes: " + ", ".join(f"{row.recipe} {row.seconds:.0f}s" for row in result["rows"]))
     print(f"total wall time: {time.monotonic() - started:.0f}s")
     return 0
 
@@ -30,5 +40,7 @@ def register(subparsers) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="finetune seeds per recipe")
     parser.add_argument("--recipes", nargs="+", default=["no-filter", "similarity", "similarity-recaption"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads in this process (0: torch default)")
+    parser.add_argument("--reuse-models", action="store_true",
+                        help="skip building the world and training its models when this workspace has them")
     parser.add_argument("--tracking-uri", help="MLflow server (default: sqlite mlflow.db in the workspace)")
     parser.set_defaults(run=run)

@@ -7,8 +7,9 @@ models (trained by ``scorer.py``, ``base_model.py`` and the platform's own
 ``train_stage``), then one ``data_centric_loop`` run per recipe through
 ``kfp.local``, logged to MLflow like the quickstart, and a closing table.
 
-The answer key (``world_labels.json``) is read only by ``label_report`` after
-the runs, to say how clean each variant really was; no step sees it.
+The answer key (``world_labels.json``) is read only by ``audit.label_report``
+after the runs, to say how clean each trained set really was; no step sees it
+(``pipeline_run.sealed`` moves it out of the workspace while the pipeline runs).
 
 Example::
 
@@ -18,29 +19,37 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import statistics
-import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import mlflow
-import yaml
 
 from bettersynth.data.jsonl import read_jsonl
-from bettersynth.data.llava import dj_to_llava
+from bettersynth.data.llava import LLAVA_IMAGE_TOKEN, dj_to_llava
 from bettersynth.data.sample import Sample
+from bettersynth.demo.proxy.audit import label_report
 from bettersynth.demo.proxy.base_model import LMConfig, train_language_model
-from bettersynth.demo.proxy.scorer import ScorerConfig, pair_similarities, threshold_from_clean, train_scorer
-from bettersynth.demo.proxy.world import ProxyWorldConfig, ProxyWorldPaths, build_proxy_world, read_pairs
+from bettersynth.demo.proxy.pipeline_run import run_pipeline
+from bettersynth.demo.proxy.recipes import RECIPES, RecipeSpec
+from bettersynth.demo.proxy.scorer import (
+    ScorerConfig,
+    pair_similarities,
+    threshold_from_clean,
+    train_scorer,
+)
+from bettersynth.demo.proxy.world import (
+    ProxyWorldConfig,
+    ProxyWorldPaths,
+    build_proxy_world,
+    read_pairs,
+)
 from bettersynth.demo.world import all_texts
-from bettersynth.registry import Registry
+from bettersynth.engine.captioning import DEFAULT_CHAT_PROMPT
 
 log = logging.getLogger(__name__)
 
@@ -51,47 +60,18 @@ MODELS_FILE = "proxy_models.json"  # what was trained, how long it took, the cal
 # scale: the seed set holds twice as many pairs, so every variant trains on up to
 # `sample_cap` samples and a filter changes which samples train, not how many steps run.
 TRAIN_PLAN: dict[str, Any] = {
-    "align": {"global_batch_size": 16, "per_device_batch_size": 16, "num_epochs": 6, "learning_rate": 3e-3,
+    "align": {"global_batch_size": 8, "per_device_batch_size": 8, "num_epochs": 15, "learning_rate": 3e-3,
               "max_length": 128},
     "finetune": {"global_batch_size": 16, "per_device_batch_size": 16, "num_epochs": 4, "learning_rate": 1e-3,
                  "max_length": 192},
-    "sample_cap": 320,
+    "sample_cap": 640,
     "seed_selection": {"decide_after_steps": 1},  # margin inf: every seed survives (the soup needs them all)
 }
 
 
-@dataclass(frozen=True)
-class RecipeSpec:
-    """A shipped recipe: the filter round, and the share of kept samples the captioner rewrites."""
-
-    description: str
-    filter_ops: list[dict[str, Any]]
-    caption_fraction: float = 0.0
-
-
-RecipeFactory = Callable[[float], RecipeSpec]  # calibrated similarity threshold -> recipe
-RECIPES: Registry[RecipeFactory] = Registry("proxy recipe")
-
-
-@RECIPES.register("no-filter")
-def _no_filter(threshold: float) -> RecipeSpec:
-    # min_score -1 keeps every pair (cosine >= -1) but still records the scores in MLflow.
-    return RecipeSpec("every seed pair (scored, nothing dropped)",
-                      [{"image_text_similarity_filter": {"hf_clip": "clip", "min_score": -1.0, "max_score": 1.0}}])
-
-
-@RECIPES.register("similarity")
-def _similarity(threshold: float) -> RecipeSpec:
-    return RecipeSpec(f"words_num >= 10, CLIP similarity >= {threshold}", [
-        {"words_num_filter": {"min_num": 10}},
-        {"image_text_similarity_filter": {"hf_clip": "clip", "min_score": threshold, "max_score": 1.0}},
-    ])
-
-
-@RECIPES.register("similarity-recaption")
-def _similarity_recaption(threshold: float) -> RecipeSpec:
-    spec = _similarity(threshold)
-    return RecipeSpec(spec.description + ", then 50 % re-captioned", spec.filter_ops, caption_fraction=0.5)
+# The re-captioner's one instruction-tuning stage on the clean split (projector + LM).
+CAPTIONER_STAGE: dict[str, Any] = {"global_batch_size": 16, "per_device_batch_size": 16, "num_epochs": 3,
+                                   "learning_rate": 1e-3, "max_length": 160, "seed": 0}
 
 
 @dataclass
@@ -103,6 +83,7 @@ class ProxyConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     recipes: tuple[str, ...] = ("no-filter", "similarity", "similarity-recaption")
     train_plan: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(TRAIN_PLAN)))
+    captioner: dict[str, Any] = field(default_factory=lambda: dict(CAPTIONER_STAGE))  # its finetune StageConfig
     clean_keep: float = 0.95  # share of clean calibration pairs the similarity threshold keeps
     soup_methods: tuple[str, ...] = ("uniform", "greedy")
     profile: str = "k8s/profiles/generic.yaml"
@@ -119,11 +100,23 @@ class ProxyModels:
     timings: dict[str, float]
     scorer_losses: list[float]
 
+    @classmethod
+    def load(cls, workspace: Path) -> ProxyModels | None:
+        """The models ``prepare_models`` left in ``workspace``, or None when it has not finished there."""
+        workspace = Path(workspace).resolve()
+        record = workspace / "models" / "proxy" / MODELS_FILE
+        if not record.is_file():
+            return None
+        data = json.loads(record.read_text())
+        world = ProxyWorldPaths.under(workspace / "data" / "proxy")
+        if not world.world.labels.is_file():  # a run killed while the key was sealed away: rebuild, byte-identical
+            build_proxy_world(world.root, world.load_config())
+        return cls(world, record.parent, data["threshold"], data["timings"], data["scorer_losses"])
+
 
 def prepare_models(config: ProxyConfig) -> ProxyModels:
     """Build the proxy world and train its models (scorer, LM, LLaVA base, captioner), in that order."""
     from bettersynth.models.builder import build_llava
-    from bettersynth.train import StageConfig, train_stage
 
     workspace = Path(config.workspace).resolve()
     timings: dict[str, float] = {}
@@ -139,10 +132,7 @@ def prepare_models(config: ProxyConfig) -> ProxyModels:
     timings["lm"] = lm.seconds
     mark = time.monotonic()
     build_llava(models / "clip", models / "lm", models / "llava-base", seed=config.lm.seed)
-    # The re-captioner: the base aligned on the clean split, as BLIP is trained on clean captions.
-    records = [dj_to_llava(s) for s in read_jsonl(world.scorer_jsonl) if isinstance(s, Sample)]
-    align = StageConfig.for_stage("align", **{**config.train_plan["align"], "num_epochs": 2, "seed": 0})
-    train_stage(models / "llava-base", records, world.scorer_jsonl.parent, align, models / "captioner")
+    train_captioner(world, models / "llava-base", models / "captioner", config.captioner)
     timings["base_and_captioner"] = time.monotonic() - mark
     threshold = threshold_from_clean(pair_similarities(models / "clip", read_pairs(world.calibration_jsonl)),
                                      keep=config.clean_keep)
@@ -152,72 +142,23 @@ def prepare_models(config: ProxyConfig) -> ProxyModels:
     return result
 
 
-def write_recipe_files(name: str, spec: RecipeSpec, folder: Path) -> tuple[Path, Path]:
-    """The filter and caption recipe YAMLs of one shipped recipe (Data-Juicer format)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    filter_path, caption_path = folder / f"{name}_filter.yaml", folder / f"{name}_caption.yaml"
-    filter_path.write_text(yaml.safe_dump({"name": name, "process": spec.filter_ops}, sort_keys=False))
-    caption = [{"image_captioning_mapper": {"hf_img2seq": "captioner", "prompt": "<image>", "caption_num": 1,
-                                            "keep_original_sample": False, "max_new_tokens": 40,
-                                            "temperature": 0.3}}]
-    caption_path.write_text(yaml.safe_dump({"name": f"{name}-caption", "process": caption}, sort_keys=False))
-    return filter_path, caption_path
+CAPTION_REQUEST = f"{LLAVA_IMAGE_TOKEN}\n{DEFAULT_CHAT_PROMPT}"  # the human turn the captioner answers
 
 
-def run_pipeline(config: ProxyConfig, models: ProxyModels, name: str, spec: RecipeSpec):
-    """One ``data_centric_loop`` run through ``kfp.local`` for one recipe; returns its RunSummary."""
-    from kfp import local
+def train_captioner(world: ProxyWorldPaths, base: Path, out_dir: Path, settings: dict[str, Any]) -> Path:
+    """The re-captioner: the base instruction-tuned on the clean split to describe an image.
 
-    from bettersynth.pipeline_loader import load_pipeline_module, repo_root
-    from bettersynth.placement import load_profile
-    from bettersynth.quickstart import EXPECTED_LOCAL_WARNINGS, StepLog
-    from bettersynth.summary import collect_summary
-    from bettersynth.tracking import PARENT_RUN_ENV, ensure_experiment, local_tracking_uri
-    from bettersynth.versioning import ensure_dvc_project
+    Why a chat model: ``image_captioning_mapper`` asks a chat VLM with its chat
+    template and ``DEFAULT_CHAT_PROMPT``, as it would ask LLaVA; trained on clean
+    captions only, like BLIP on COCO, it writes truthful ones.
+    """
+    from bettersynth.train import StageConfig, train_stage
 
-    for message in EXPECTED_LOCAL_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
-    started = time.monotonic()
-    workspace = Path(config.workspace).resolve()
-    ensure_dvc_project(workspace)
-    filter_recipe, caption_recipe = write_recipe_files(name, spec, workspace / "recipes" / "proxy")
-    train_config = workspace / "recipes" / "proxy" / "train.yaml"
-    train_config.write_text(yaml.safe_dump(config.train_plan, sort_keys=False))
-    tracking_uri = config.tracking_uri or local_tracking_uri(workspace)
-    mlflow.set_tracking_uri(tracking_uri)
-    experiment_id = ensure_experiment(config.experiment, workspace / "mlruns")
-    pipeline = load_pipeline_module().build_pipeline(load_profile(repo_root() / config.profile), config.soup_methods)
-    world = models.world.world
-    arguments = dict(
-        workspace=str(workspace), seed_dataset=str(world.seed_jsonl.parent), filter_recipe=str(filter_recipe),
-        caption_recipe=str(caption_recipe), model_root=str(models.model_root),
-        base_model=str(models.model_root / "llava-base"), instruct_data=str(world.instruct_json),
-        train_config=str(train_config), textvqa_dir=str(world.textvqa.folder), mmbench_tsv=str(world.mmbench_tsv),
-        heldout_textvqa_dir=str(world.heldout_textvqa.folder), heldout_mmbench_tsv=str(world.heldout_mmbench_tsv),
-        variant=f"proxy-{name}", caption_fraction=spec.caption_fraction, seeds=list(config.seeds),
-        registered_model=config.registered_model,
-    )
-    with mlflow.start_run(run_name=f"proxy-{name}", experiment_id=experiment_id) as parent:
-        mlflow.log_params({k: v for k, v in arguments.items() if not isinstance(v, list)}
-                          | {"seeds": config.seeds, "recipe.name": name, "similarity_threshold": models.threshold})
-        mlflow.set_tag("proxy.recipe", name)
-        os.environ.setdefault("BETTERSYNTH_CACHE_DIR", str(workspace / ".cache" / "scores"))
-        os.environ.update({"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_EXPERIMENT_ID": experiment_id,
-                           PARENT_RUN_ENV: parent.info.run_id})
-        log_path = workspace / "local_outputs" / f"pipeline-{parent.info.run_id}.log"
-        try:
-            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workspace / "local_outputs"))
-            with StepLog(log_path, sys.stdout) as stream, contextlib.redirect_stdout(stream):
-                try:
-                    pipeline(**arguments)
-                except RuntimeError as exc:
-                    raise RuntimeError(f"{exc}\nThe failing step's traceback is in {log_path}") from None
-        finally:
-            for variable in ("MLFLOW_EXPERIMENT_ID", PARENT_RUN_ENV):
-                os.environ.pop(variable, None)
-        elapsed = time.monotonic() - started
-        mlflow.log_metric("wall_seconds", elapsed)
-    return collect_summary(parent.info.run_id, config.registered_model, workspace, elapsed)
+    samples = [s for s in read_jsonl(world.scorer_jsonl) if isinstance(s, Sample)]
+    records = [dj_to_llava(s, questions={s.id: CAPTION_REQUEST}) for s in samples]
+    stage = StageConfig.for_stage("finetune", **settings)
+    train_stage(base, records, world.scorer_jsonl.parent, stage, out_dir)
+    return out_dir
 
 
 @dataclass
@@ -247,13 +188,20 @@ def _row(name: str, spec: RecipeSpec, summary) -> RecipeRow:
     return RecipeRow(name, spec.description, kept, finetunes, soups, summary.parent_run_id, summary.wall_seconds)
 
 
-def label_report(world: ProxyWorldPaths, variant_dir: Path) -> dict[str, Any]:
-    """How many samples of a variant carry corrupted captions (reads the answer key; audit only)."""
-    labels = json.loads(world.world.labels.read_text(encoding="utf-8"))
-    samples = [s for s in read_jsonl(variant_dir / "samples.jsonl") if isinstance(s, Sample)]
-    sources = [s.meta.get("provenance", {}).get("source_id", s.id) for s in samples]
-    corrupted = sum(1 for sid, s in zip(sources, samples) if labels[sid]["corrupted"] and sid == s.id)
-    return {"samples": len(samples), "corrupted": corrupted, "recaptioned": sum(sid != s.id for sid, s in zip(sources, samples))}
+def audit_variant(config: ProxyConfig, world: ProxyWorldPaths, name: str) -> dict[str, int]:
+    """The answer-key audit of exactly the samples that trained (the variant after the seeded cap)."""
+    from bettersynth.steps.train import TrainPlan, pretraining_records
+
+    plan = TrainPlan.model_validate(config.train_plan)
+    trained = pretraining_records(variant_dir(config, name), plan.sample_cap, plan.sample_cap_seed)
+    return label_report(world, variant_dir(config, name), {record["id"] for record in trained})
+
+
+def variant_dir(config: ProxyConfig, name: str) -> Path:
+    """Where ``version_dataset`` put the recipe's variant (the bytes that trained)."""
+    from bettersynth.versioning import VARIANTS_DIR
+
+    return Path(config.workspace).resolve() / VARIANTS_DIR / f"proxy-{name}"
 
 
 def run_proxy(config: ProxyConfig, models: ProxyModels | None = None) -> dict[str, Any]:
@@ -266,7 +214,9 @@ def run_proxy(config: ProxyConfig, models: ProxyModels | None = None) -> dict[st
     rows = []
     for name in config.recipes:
         spec = RECIPES.get(name)(models.threshold)
-        rows.append(_row(name, spec, run_pipeline(config, models, name, spec)))
+        row = _row(name, spec, run_pipeline(config, models, name, spec))
+        row.labels = audit_variant(config, models.world, name)
+        rows.append(row)
     result = {"rows": rows, "threshold": models.threshold, "timings": dict(models.timings),
               "wall_seconds": time.monotonic() - started}
     _log_comparison(config, result)
@@ -292,14 +242,21 @@ def _log_comparison(config: ProxyConfig, result: dict[str, Any]) -> None:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """Recipe | kept | TextVQA / MMBench-circular per seed, seed mean, and per soup."""
+    """Recipe | kept | truthful share | re-captions | TextVQA / MMBench-circular per seed, seed mean, per soup.
+
+    ``kept`` is the variant's size; ``truthful`` and ``recap`` describe the
+    samples that trained (after the seeded cap), from the answer-key audit.
+    """
     lines = [f"similarity threshold (95 % of clean held-out pairs kept): {result['threshold']}",
-             f"{'recipe':<22}{'kept':>6}  {'model':<14}{'TextVQA':>9}{'MMBench':>9}"]
+             f"{'recipe':<22}{'kept':>6}{'truthful':>10}{'recap':>7}  {'model':<14}{'TextVQA':>9}{'MMBench':>9}"]
     for row in result["rows"]:
         entries = [(label, scores) for label, scores in sorted(row.finetunes.items())]
         entries.append(("seed mean", {m: row.mean(m) for m in METRICS}))
         entries += [(method, scores) for method, scores in sorted(row.soups.items())]
+        audit = row.labels
+        truthful = f"{100 * audit['truthful'] / audit['samples']:.0f} %" if audit.get("samples") else "-"
+        recap = str(audit.get("recaptioned", "-"))
         for i, (label, scores) in enumerate(entries):
-            head = f"{row.recipe:<22}{row.kept:>6}" if i == 0 else " " * 28
+            head = f"{row.recipe:<22}{row.kept:>6}{truthful:>10}{recap:>7}" if i == 0 else " " * 45
             lines.append(f"{head}  {label:<14}{scores['textvqa']:>9.2f}{scores['mmbench_circular']:>9.2f}")
     return "\n".join(lines)

@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
+from bettersynth.demo.proxy.negatives import hard_negatives
 from bettersynth.demo.proxy.world import read_pairs
 from bettersynth.demo.tokenizers import train_clip_tokenizer
 
@@ -41,11 +44,12 @@ class ScorerConfig:
     heads: int = 4
     projection_dim: int = 64
     max_text_len: int = 48  # tokens; the longest world caption is ~35
-    epochs: int = 12
-    batch_size: int = 128
+    epochs: int = 24
+    batch_size: int = 64  # with hard negatives, more steps beat more in-batch negatives
     learning_rate: float = 2e-3
     weight_decay: float = 0.1
     warmup_ratio: float = 0.05
+    hard_negatives: bool = True  # NegCLIP: each image's caption with one attribute swapped, as an extra negative
     seed: int = 0
 
 
@@ -62,9 +66,9 @@ def image_processor(size: int) -> CLIPImageProcessor:
 
 def build_untrained_clip(texts: Sequence[str], config: ScorerConfig) -> tuple[CLIPModel, CLIPProcessor]:
     tokenizer = train_clip_tokenizer(texts)
-    width = dict(hidden_size=config.hidden_size, intermediate_size=4 * config.hidden_size,
-                 num_hidden_layers=config.layers, num_attention_heads=config.heads,
-                 projection_dim=config.projection_dim)
+    width = {"hidden_size": config.hidden_size, "intermediate_size": 4 * config.hidden_size,
+             "num_hidden_layers": config.layers, "num_attention_heads": config.heads,
+             "projection_dim": config.projection_dim}
     clip_config = CLIPConfig(
         text_config=dict(
             vocab_size=len(tokenizer), max_position_embeddings=config.max_text_len,
@@ -111,11 +115,14 @@ def train_scorer(train_jsonl: Path, vocab_texts: Sequence[str], out_dir: Path,
     warmup = max(1, round(total * config.warmup_ratio))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
+    swaps = random.Random(f"bettersynth.proxy.scorer:{config.seed}")
     result = ScorerResult(Path(out_dir))
     model.train()
     step = 0
     for epoch in range(config.epochs):
         order = torch.randperm(len(pairs), generator=generator)
+        negatives = _tokens(processor, hard_negatives([t for _, t in pairs], swaps), config.max_text_len) \
+            if config.hard_negatives else None
         epoch_loss = 0.0
         for b in range(steps_per_epoch):
             index = order[b * config.batch_size:(b + 1) * config.batch_size]
@@ -123,15 +130,15 @@ def train_scorer(train_jsonl: Path, vocab_texts: Sequence[str], out_dir: Path,
                 config.learning_rate * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            out = model(input_ids=tokens["input_ids"][index], attention_mask=tokens["attention_mask"][index],
-                        pixel_values=pixels[index], return_loss=True)
-            out.loss.backward()
+            loss = _contrastive_loss(model, pixels[index], {k: v[index] for k, v in tokens.items()},
+                                     {k: v[index] for k, v in negatives.items()} if negatives else None)
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():  # CLIP clamps the temperature at 100
                 model.logit_scale.clamp_(0, math.log(100))
-            epoch_loss += out.loss.item()
+            epoch_loss += loss.item()
             step += 1
         result.losses.append(epoch_loss / steps_per_epoch)
         log.info("scorer epoch %d/%d: contrastive loss %.4f", epoch + 1, config.epochs, result.losses[-1])
@@ -141,6 +148,17 @@ def train_scorer(train_jsonl: Path, vocab_texts: Sequence[str], out_dir: Path,
     processor.save_pretrained(result.out_dir)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _contrastive_loss(model: CLIPModel, pixels: torch.Tensor, tokens: dict[str, torch.Tensor],
+                      negatives: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE; with ``negatives``, each image also ranks every swapped caption (NegCLIP)."""
+    texts = tokens if negatives is None else {k: torch.cat([tokens[k], negatives[k]]) for k in tokens}
+    image = F.normalize(_embedding(model.get_image_features(pixel_values=pixels)), dim=-1)
+    text = F.normalize(_embedding(model.get_text_features(**texts)), dim=-1)
+    logits = model.logit_scale.exp() * image @ text.T  # images x (captions [+ swapped captions])
+    target = torch.arange(len(image))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, : len(image)].T, target)) / 2
 
 
 @torch.no_grad()

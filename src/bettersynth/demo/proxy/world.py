@@ -33,13 +33,20 @@ from pathlib import Path
 
 from bettersynth.data.jsonl import read_jsonl, write_samples
 from bettersynth.data.sample import Sample, caption_text
-from bettersynth.demo.benchmarks import MMBENCH_KINDS, TEXTVQA_PROMPT_SUFFIX, TEXTVQA_QUESTIONS, write_json
+from bettersynth.demo.benchmarks import (
+    MMBENCH_KINDS,
+    TEXTVQA_PROMPT_SUFFIX,
+    TEXTVQA_QUESTIONS,
+    write_json,
+)
 from bettersynth.demo.captions import caption
 from bettersynth.demo.questions import QUESTIONS, ocr_tokens
 from bettersynth.demo.render import encode_image, render_scene
 from bettersynth.demo.scene import ObjectGroup, Scene, random_scene
 from bettersynth.demo.world import WorldConfig, WorldPaths, build_world
 from bettersynth.eval.mmbench import ANSWER_SUFFIX, build_prompt
+from bettersynth.eval.textvqa import build_prompt as build_textvqa_prompt
+from bettersynth.eval.textvqa import parse_llava_text
 
 CONFIG_FILE = "proxy_config.json"
 
@@ -47,8 +54,8 @@ CONFIG_FILE = "proxy_config.json"
 def default_world() -> WorldConfig:
     """Sizes measured to show the effect in minutes on 2 CPU cores (see ``bettersynth proxy``)."""
     return WorldConfig(
-        seed=0, n_seed_samples=640, mismatch_fraction=0.5, n_instruct=120, n_textvqa=60, n_mmbench=80,
-        n_heldout_textvqa=24, n_heldout_mmbench=24, image_size=64, word_prob=0.5,
+        seed=0, n_seed_samples=1280, mismatch_fraction=0.5, n_instruct=0, n_textvqa=300, n_mmbench=300,
+        n_heldout_textvqa=60, n_heldout_mmbench=60, image_size=64, word_prob=0.5,
     )
 
 
@@ -57,7 +64,7 @@ class ProxyWorldConfig:
     """The demo world's sizes plus the clean pretraining corpus of the proxy models."""
 
     world: WorldConfig = field(default_factory=default_world)  # its n_instruct is ignored (see n_instruct)
-    n_instruct: int = 120  # images in the fixed stage-2 set, 2-3 benchmark-style turns each
+    n_instruct: int = 400  # images in the fixed stage-2 set, 2-3 benchmark-style turns each
     n_scorer: int = 2400  # clean pairs the scorer, the captioner and the LM pretrain on
     n_calibration: int = 200  # clean pairs kept out of that training, to place the filter threshold
     scorer_word_prob: float = 0.5  # share of scorer images that show a word
@@ -72,7 +79,7 @@ class ProxyWorldConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "ProxyWorldConfig":
+    def from_json(cls, data: dict) -> ProxyWorldConfig:
         return cls(**{**data, "world": WorldConfig(**data["world"])})
 
 
@@ -86,7 +93,7 @@ class ProxyWorldPaths:
     config: Path
 
     @classmethod
-    def under(cls, root: Path) -> "ProxyWorldPaths":
+    def under(cls, root: Path) -> ProxyWorldPaths:
         root = Path(root)
         return cls(root, WorldPaths.under(root / "world"), root / "scorer" / "samples.jsonl",
                    root / "scorer" / "calibration.jsonl", root / "scorer" / "chat.json", root / CONFIG_FILE)
@@ -103,6 +110,8 @@ def build_proxy_world(root: Path, config: ProxyWorldConfig = ProxyWorldConfig())
         raise ValueError(f"root: {root} is not empty and holds no proxy world (no {CONFIG_FILE})")
     root.mkdir(parents=True, exist_ok=True)
     build_world(paths.world.root, replace(config.world, n_instruct=0))
+    for textvqa in (paths.world.textvqa, paths.world.heldout_textvqa):
+        _upper_case_ocr(textvqa.questions)
     shutil.rmtree(paths.scorer_jsonl.parent, ignore_errors=True)
     exclude = _seed_scene_keys(paths.world)
     _build_instruct(paths.world, config, exclude)
@@ -122,6 +131,27 @@ def scene_from_json(data: dict) -> Scene:
     return Scene(groups, data["background"], data["word"], data["sign_band"] or "top")
 
 
+def proxy_ocr_tokens(word: str, rng: random.Random) -> list[str]:
+    """The demo world's OCR tokens with every distractor in the word's upper case.
+
+    Why: the demo world title-cases its distractors ("Dog" beside "CAT"), so a
+    model answers TextVQA by case alone without reading the sign; then every
+    recipe scores the same. Same-case distractors make it read the image.
+    """
+    return [token.upper() for token in ocr_tokens(word, rng)]
+
+
+def _upper_case_ocr(questions: Path) -> None:
+    """Rewrite a TextVQA question file's OCR tokens as ``proxy_ocr_tokens`` gives them."""
+    lines = []
+    for line in questions.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        question, tokens = parse_llava_text(record["text"], str(questions))
+        record["text"] = build_textvqa_prompt(question, [token.upper() for token in tokens])
+        lines.append(json.dumps(record, ensure_ascii=False))
+    questions.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 INSTRUCT_FORMATS = ("short", "choice", "ocr")  # LLaVA-1.5's mix: VQA short answer, A-OKVQA choice, OCR-VQA
 SHORT_SUFFIX = TEXTVQA_PROMPT_SUFFIX  # "Answer the question using a single word or phrase."
 
@@ -139,8 +169,8 @@ def instruct_turns(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     for kind in rng.sample(kinds, min(len(kinds), rng.randint(2, 3))):
         question = QUESTIONS.get(kind)(scene, rng)
         if kind == "word":
-            tokens = ", ".join(ocr_tokens(question.answer, rng))
-            text = f"{rng.choice(TEXTVQA_QUESTIONS)}\nReference OCR token: {tokens}\n{SHORT_SUFFIX}"
+            tokens = proxy_ocr_tokens(question.answer, rng)
+            text = build_textvqa_prompt(rng.choice(TEXTVQA_QUESTIONS), tokens)
             turns.append((text, question.answer))
         elif rng.choice(INSTRUCT_FORMATS[:2]) == "choice":
             n = rng.randint(2, min(4, len(question.choices)))
@@ -192,11 +222,16 @@ def _build_clean_split(paths: ProxyWorldPaths, config: ProxyWorldConfig, exclude
         (folder / image).write_bytes(encode_image(render_scene(scene, config.world.image_size), "png"))
         text = caption(scene, rng)
         samples.append(Sample(id=f"clean-{i:05d}", text=caption_text(text), images=[image]))
-        if i < config.n_scorer:  # reading comprehension: the answer is in the description given
-            chats.extend({"context": text, "question": q, "answer": a} for q, a in instruct_turns(scene, rng))
+        if i < config.n_scorer:
+            chats.extend(_chats(text, instruct_turns(scene, rng)))
     write_samples(paths.scorer_jsonl, samples[: config.n_scorer])
     write_samples(paths.calibration_jsonl, samples[config.n_scorer:])
     write_json(paths.chat_json, chats)
+
+
+def _chats(description: str, turns: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """Reading comprehension: the answer is in the description given."""
+    return [{"context": description, "question": q, "answer": a} for q, a in turns]
 
 
 def read_pairs(jsonl: Path) -> list[tuple[Path, str]]:
