@@ -54,13 +54,17 @@ class Lines:
 def load_yaml(path: str | Path) -> tuple[Any, Lines]:
     """Parse ``path`` safely; ValueError names the file and line of any syntax or encoding error."""
     path = Path(path)
-    raw = path.read_bytes()
+    return parse_yaml(read_utf8(path), str(path))
+
+
+def read_utf8(path: Path) -> str:
+    """A text file's contents; ValueError names the file and the line of the first byte that is not UTF-8."""
+    raw = Path(path).read_bytes()
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ValueError(f"{path}:{line}: not UTF-8 text (byte {exc.start})") from None
-    return parse_yaml(text, str(path))
 
 
 def load_model(path: str | Path, model: type[Model]) -> Model:

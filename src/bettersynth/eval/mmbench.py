@@ -26,6 +26,7 @@ from PIL import Image
 
 from bettersynth.eval.benchmark import BENCHMARKS, Benchmark, EvalItem, percent_mean
 from bettersynth.eval.choice import extract_choice
+from bettersynth.yaml_lines import read_utf8
 
 __all__ = ["MMBench", "MMBenchRow", "extract_choice", "load_mmbench", "build_prompt"]
 
@@ -120,13 +121,7 @@ def load_mmbench(path: str | Path) -> list[MMBenchRow]:
     Errors name the file, the row, the line it starts on and the field."""
     path = Path(path)
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # base64 images exceed the 128 KiB default
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {exc.start})") from None
-    del raw
+    text = read_utf8(path)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
     try:
         missing = [name for name in REQUIRED if name not in (reader.fieldnames or [])]

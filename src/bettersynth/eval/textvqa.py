@@ -20,6 +20,7 @@ from typing import Collection
 from bettersynth.data.images import ImageError, resolve_image
 from bettersynth.eval.benchmark import BENCHMARKS, Benchmark, EvalItem, percent_mean
 from bettersynth.eval.normalize import normalize_answer
+from bettersynth.yaml_lines import read_utf8
 
 OCR_PREFIX = "Reference OCR token: "
 ANSWER_SUFFIX = "Answer the question using a single word or phrase."
@@ -74,7 +75,7 @@ def load_annotations(path: str | Path) -> list[dict]:
 
     Errors name the file, the record (``data[3]``), its line and the field."""
     path = Path(path)
-    text = _read_utf8(path)
+    text = read_utf8(path)
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -92,15 +93,6 @@ def load_annotations(path: str | Path) -> list[dict]:
         except ValueError as exc:
             raise ValueError(f"{exc} (line {_array_item_line(text, 'data', number)})") from None
     return data
-
-
-def _read_utf8(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {exc.start})") from None
 
 
 def _array_item_line(text: str, key: str, index: int) -> int | None:
@@ -138,7 +130,7 @@ def load_questions(path: str | Path) -> list[dict]:
     """Read LLaVA's ``llava_textvqa_val_v051_ocr.jsonl``; adds ``where`` (file:line) to each record."""
     path = Path(path)
     records = []
-    for number, line in enumerate(_read_utf8(path).split("\n"), start=1):
+    for number, line in enumerate(read_utf8(path).split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
