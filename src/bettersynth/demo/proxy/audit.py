@@ -61,3 +61,23 @@ def label_report(world: ProxyWorldPaths, variant_dir: Path, trained_ids: set[str
 
 def _caption(sample: Sample) -> str:
     return " ".join(text for text, _ in sample.chunks()).strip()
+
+
+CORRUPTION_KINDS = ("wrong_colour", "wrong_shape", "wrong_count", "unrelated", "too_short")
+
+
+def scorer_auc(world: ProxyWorldPaths, model_dir: Path) -> dict[str, float]:
+    """ROC AUC of the scorer's similarity, truthful seed captions over corrupted ones: overall and per kind."""
+    from bettersynth.demo.proxy.scorer import pair_similarities, roc_auc
+    from bettersynth.demo.proxy.world import read_pairs
+
+    labels = json.loads(world.world.labels.read_text(encoding="utf-8"))
+    ids = [s.id for s in read_jsonl(world.world.seed_jsonl) if isinstance(s, Sample)]
+    scores = dict(zip(ids, pair_similarities(Path(model_dir), read_pairs(world.world.seed_jsonl)), strict=True))
+    truthful = [scores[i] for i in ids if not labels[i]["corrupted"]]
+    result = {"overall": roc_auc(truthful, [scores[i] for i in ids if labels[i]["corrupted"]])}
+    for kind in CORRUPTION_KINDS:
+        negatives = [scores[i] for i in ids if labels[i]["kind"] == kind]
+        if negatives:
+            result[kind] = roc_auc(truthful, negatives)
+    return result

@@ -32,10 +32,10 @@ import mlflow
 from bettersynth.data.jsonl import read_jsonl
 from bettersynth.data.llava import LLAVA_IMAGE_TOKEN, dj_to_llava
 from bettersynth.data.sample import Sample
-from bettersynth.demo.proxy.audit import label_report
+from bettersynth.demo.proxy.audit import label_report, scorer_auc
 from bettersynth.demo.proxy.base_model import LMConfig, train_language_model
 from bettersynth.demo.proxy.pipeline_run import run_pipeline
-from bettersynth.demo.proxy.recipes import RECIPES, RecipeSpec
+from bettersynth.demo.proxy.recipes import CAPTIONER, RECIPES, SCORER, RecipeSpec
 from bettersynth.demo.proxy.scorer import (
     ScorerConfig,
     pair_similarities,
@@ -126,15 +126,15 @@ def prepare_models(config: ProxyConfig) -> ProxyModels:
     models = workspace / "models" / "proxy"
     captions = [text for _, text in read_pairs(world.scorer_jsonl)]
     vocab = all_texts(world.world) + captions
-    scorer = train_scorer(world.scorer_jsonl, vocab, models / "clip", config.scorer)
+    scorer = train_scorer(world.scorer_jsonl, vocab, models / SCORER, config.scorer)
     timings["scorer"] = scorer.seconds
     lm = train_language_model(captions, json.loads(world.chat_json.read_text()), vocab, models / "lm", config.lm)
     timings["lm"] = lm.seconds
     mark = time.monotonic()
-    build_llava(models / "clip", models / "lm", models / "llava-base", seed=config.lm.seed)
-    train_captioner(world, models / "llava-base", models / "captioner", config.captioner)
+    build_llava(models / SCORER, models / "lm", models / "llava-base", seed=config.lm.seed)
+    train_captioner(world, models / "llava-base", models / CAPTIONER, config.captioner)
     timings["base_and_captioner"] = time.monotonic() - mark
-    threshold = threshold_from_clean(pair_similarities(models / "clip", read_pairs(world.calibration_jsonl)),
+    threshold = threshold_from_clean(pair_similarities(models / SCORER, read_pairs(world.calibration_jsonl)),
                                      keep=config.clean_keep)
     result = ProxyModels(world, models, threshold, timings, scorer.losses)
     (models / MODELS_FILE).write_text(json.dumps(
@@ -149,8 +149,10 @@ def train_captioner(world: ProxyWorldPaths, base: Path, out_dir: Path, settings:
     """The re-captioner: the base instruction-tuned on the clean split to describe an image.
 
     Why a chat model: ``image_captioning_mapper`` asks a chat VLM with its chat
-    template and ``DEFAULT_CHAT_PROMPT``, as it would ask LLaVA; trained on clean
-    captions only, like BLIP on COCO, it writes truthful ones.
+    template and ``DEFAULT_CHAT_PROMPT``, as it would ask LLaVA. Trained on clean
+    captions only, like BLIP on COCO, it is still a small model: it gets colours
+    right but often a position or the sign's word wrong (the audit counts how
+    many of its captions are exactly true).
     """
     from bettersynth.train import StageConfig, train_stage
 
@@ -180,7 +182,7 @@ METRICS = ("textvqa", "mmbench_circular")
 
 
 def _row(name: str, spec: RecipeSpec, summary) -> RecipeRow:
-    kept = next((d["kept"] + d.get("added_kept", 0) for d in summary.datasets if d["step"] == "caption"), 0)
+    kept = next((d["kept"] for d in summary.datasets if d["step"] == "caption"), 0)  # originals kept + re-captions
     finetunes, soups = {}, {}
     for model in summary.models:
         scores = {metric: float(model[metric] or 0.0) for metric in METRICS}
@@ -218,6 +220,7 @@ def run_proxy(config: ProxyConfig, models: ProxyModels | None = None) -> dict[st
         row.labels = audit_variant(config, models.world, name)
         rows.append(row)
     result = {"rows": rows, "threshold": models.threshold, "timings": dict(models.timings),
+              "scorer_auc": scorer_auc(models.world, models.model_root / SCORER),
               "wall_seconds": time.monotonic() - started}
     _log_comparison(config, result)
     return result
@@ -235,7 +238,10 @@ def _log_comparison(config: ProxyConfig, result: dict[str, Any]) -> None:
                 for method, scores in row.soups.items():
                     mlflow.log_metric(f"{row.recipe}/{method}/{metric}", scores[metric])
             mlflow.log_metric(f"{row.recipe}/kept", row.kept)
+            if row.labels.get("samples"):
+                mlflow.log_metric(f"{row.recipe}/truthful_share", row.labels["truthful"] / row.labels["samples"])
         mlflow.log_metrics({f"prepare/{k}_seconds": v for k, v in result["timings"].items()})
+        mlflow.log_metrics({f"scorer_auc/{k}": v for k, v in result["scorer_auc"].items()})
         mlflow.log_metric("wall_seconds", result["wall_seconds"])
         mlflow.log_text(format_table(result), "comparison.txt")
         mlflow.log_dict({"rows": [asdict(row) for row in result["rows"]]}, "comparison.json")
@@ -247,7 +253,10 @@ def format_table(result: dict[str, Any]) -> str:
     ``kept`` is the variant's size; ``truthful`` and ``recap`` describe the
     samples that trained (after the seeded cap), from the answer-key audit.
     """
-    lines = [f"similarity threshold (95 % of clean held-out pairs kept): {result['threshold']}",
+    auc = result.get("scorer_auc", {})
+    lines = [f"scorer ROC AUC, truthful over corrupted seed captions: {auc.get('overall', float('nan')):.3f} ("
+             + ", ".join(f"{kind} {value:.2f}" for kind, value in auc.items() if kind != "overall") + ")",
+             f"similarity threshold (95 % of clean held-out pairs kept): {result['threshold']}",
              f"{'recipe':<22}{'kept':>6}{'truthful':>10}{'recap':>7}  {'model':<14}{'TextVQA':>9}{'MMBench':>9}"]
     for row in result["rows"]:
         entries = [(label, scores) for label, scores in sorted(row.finetunes.items())]
