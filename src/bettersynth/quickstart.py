@@ -7,24 +7,24 @@ cluster runs, before touching a GPU.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import re
-import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
 
-from bettersynth.demo.models import build_tiny_captioner, build_tiny_clip, build_tiny_llava
+from bettersynth.demo.models import (
+    build_tiny_captioner,
+    build_tiny_clip,
+    build_tiny_llava,
+)
 from bettersynth.demo.world import WorldConfig, all_texts, build_world
+from bettersynth.local_run import run_locally
 from bettersynth.pipeline_loader import load_pipeline_module, repo_root
 from bettersynth.placement import load_profile
 from bettersynth.summary import RunSummary, collect_summary
-from bettersynth.tracking import PARENT_RUN_ENV, ensure_experiment, local_tracking_uri
+from bettersynth.tracking import ensure_experiment, local_tracking_uri
 from bettersynth.versioning import ensure_dvc_project
 
 log = logging.getLogger(__name__)
@@ -49,43 +49,6 @@ class QuickstartConfig:
     eval_shards: int = 1  # > 1: each evaluation split over that many tasks, merged exactly
 
 
-class StepLog:
-    """A stdout stand-in: everything goes to a log file, task status lines also to the terminal.
-
-    Why: kfp.local prints every executor's full input/output JSON; a newcomer
-    needs to see steps finishing, and the details only when something fails.
-    """
-
-    STATUS = re.compile(r"(Task|Pipeline) .* finished with status")
-    ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-    def __init__(self, path: Path, terminal) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = path.open("w", encoding="utf-8")
-        self.terminal = terminal
-        self.pending = ""
-
-    def write(self, text: str) -> int:
-        self.file.write(text)
-        self.pending += text
-        *lines, self.pending = self.pending.split("\n")
-        for line in lines:
-            plain = self.ANSI.sub("", line)
-            if self.STATUS.search(plain):
-                self.terminal.write(plain.strip() + "\n")
-                self.terminal.flush()
-        return len(text)
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def __enter__(self) -> "StepLog":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.file.close()
-
-
 def prepare_inputs(workspace: Path, world_config: WorldConfig):
     """Build the demo world and the tiny models (offline, deterministic, seconds)."""
     from transformers.utils import logging as hf_logging
@@ -100,18 +63,8 @@ def prepare_inputs(workspace: Path, world_config: WorldConfig):
     return world, models
 
 
-# kfp.local says, for every task, that cluster-only settings (GPUs, node pools,
-# the project image) don't apply on one machine; that is expected here.
-EXPECTED_LOCAL_WARNINGS = (".*have no effect in the current local runner.*", ".*custom or non-Python base image.*")
-
-
 def run_quickstart(config: QuickstartConfig) -> RunSummary:
     """Run the whole loop locally and return what MLflow recorded about it."""
-    from kfp import local
-
-    for message in EXPECTED_LOCAL_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
-
     started = time.monotonic()
     repo = repo_root()
     workspace = Path(config.workspace).resolve()
@@ -143,26 +96,7 @@ def run_quickstart(config: QuickstartConfig) -> RunSummary:
         seeds=list(config.seeds),
         registered_model=config.registered_model,
     )
-    with mlflow.start_run(run_name="quickstart", experiment_id=experiment_id) as parent:
-        mlflow.log_params({k: v for k, v in arguments.items() if not isinstance(v, list)} | {"seeds": config.seeds})
-        os.environ.setdefault("BETTERSYNTH_CACHE_DIR", str(workspace / ".cache" / "scores"))
-        os.environ.update({
-            "MLFLOW_TRACKING_URI": tracking_uri,
-            "MLFLOW_EXPERIMENT_ID": experiment_id,
-            PARENT_RUN_ENV: parent.info.run_id,
-        })
-        log_path = workspace / "local_outputs" / f"pipeline-{parent.info.run_id}.log"
-        log.info("running the pipeline through kfp.local; full step logs: %s", log_path)
-        try:
-            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workspace / "local_outputs"))
-            with StepLog(log_path, sys.stdout) as stream, contextlib.redirect_stdout(stream):
-                try:
-                    pipeline(**arguments)
-                except RuntimeError as exc:
-                    raise RuntimeError(f"{exc}\nThe failing step's traceback is in {log_path}") from None
-        finally:
-            for name in ("MLFLOW_EXPERIMENT_ID", PARENT_RUN_ENV):
-                os.environ.pop(name, None)
-        elapsed = time.monotonic() - started
-        mlflow.log_metric("wall_seconds", elapsed)
-    return collect_summary(parent.info.run_id, config.registered_model, workspace, elapsed)
+    run = run_locally(pipeline, arguments, workspace=workspace, tracking_uri=tracking_uri,
+                      experiment_id=experiment_id, run_name="quickstart", started=started,
+                      params={k: v for k, v in arguments.items() if not isinstance(v, list)} | {"seeds": config.seeds})
+    return collect_summary(run.run_id, config.registered_model, workspace, run.seconds)

@@ -19,10 +19,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,21 +90,13 @@ def sealed(answer_key: Path) -> Iterator[None]:
 
 def run_pipeline(config: ProxyConfig, models: ProxyModels, name: str, spec: RecipeSpec) -> RunSummary:
     """One ``data_centric_loop`` run through ``kfp.local`` for one recipe; returns its RunSummary."""
-    from kfp import local
-
+    from bettersynth.local_run import run_locally
     from bettersynth.pipeline_loader import load_pipeline_module, repo_root
     from bettersynth.placement import load_profile
-    from bettersynth.quickstart import EXPECTED_LOCAL_WARNINGS, StepLog
     from bettersynth.summary import collect_summary
-    from bettersynth.tracking import (
-        PARENT_RUN_ENV,
-        ensure_experiment,
-        local_tracking_uri,
-    )
+    from bettersynth.tracking import ensure_experiment, local_tracking_uri
     from bettersynth.versioning import ensure_dvc_project
 
-    for message in EXPECTED_LOCAL_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
     started = time.monotonic()
     workspace = Path(config.workspace).resolve()
     ensure_dvc_project(workspace)
@@ -121,36 +111,9 @@ def run_pipeline(config: ProxyConfig, models: ProxyModels, name: str, spec: Reci
     mlflow.set_tracking_uri(tracking_uri)
     experiment_id = ensure_experiment(config.experiment, workspace / "mlruns")
     pipeline = load_pipeline_module().build_pipeline(load_profile(repo_root() / config.profile), config.soup_methods)
-    with mlflow.start_run(run_name=f"proxy-{name}", experiment_id=experiment_id) as parent:
-        mlflow.log_params({k: v for k, v in arguments.items() if not isinstance(v, list)}
-                          | {"seeds": config.seeds, "recipe.name": name, "similarity_threshold": models.threshold})
-        mlflow.set_tag("proxy.recipe", name)
-        os.environ.setdefault("BETTERSYNTH_CACHE_DIR", str(workspace / ".cache" / "scores"))
-        log_path = workspace / "local_outputs" / f"pipeline-{parent.info.run_id}.log"
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workspace / "local_outputs"))
-        step_env = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_EXPERIMENT_ID": experiment_id,
-                    PARENT_RUN_ENV: parent.info.run_id, **STEP_ENV}
-        with environment(step_env), sealed(models.world.world.labels), StepLog(log_path, sys.stdout) as stream, \
-                contextlib.redirect_stdout(stream):
-            try:
-                pipeline(**arguments)
-            except RuntimeError as exc:
-                raise RuntimeError(f"{exc}\nThe failing step's traceback is in {log_path}") from None
-        elapsed = time.monotonic() - started
-        mlflow.log_metric("wall_seconds", elapsed)
-    return collect_summary(parent.info.run_id, config.registered_model, workspace, elapsed)
-
-
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the block (the steps inherit them), then restore the old ones."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    params = ({k: v for k, v in arguments.items() if not isinstance(v, list)}
+              | {"seeds": config.seeds, "recipe.name": name, "similarity_threshold": models.threshold})
+    run = run_locally(pipeline, arguments, workspace=workspace, tracking_uri=tracking_uri, experiment_id=experiment_id,
+                      run_name=f"proxy-{name}", params=params, tags={"proxy.recipe": name}, step_env=STEP_ENV,
+                      guard=sealed(models.world.world.labels), started=started)
+    return collect_summary(run.run_id, config.registered_model, workspace, run.seconds)
