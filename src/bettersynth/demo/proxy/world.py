@@ -55,7 +55,7 @@ def default_world() -> WorldConfig:
     """Sizes measured to show the effect in minutes on 2 CPU cores (see ``bettersynth proxy``)."""
     return WorldConfig(
         seed=0, n_seed_samples=1280, mismatch_fraction=0.5, n_instruct=0, n_textvqa=300, n_mmbench=300,
-        n_heldout_textvqa=150, n_heldout_mmbench=150, image_size=64, word_prob=0.5,
+        n_heldout_textvqa=60, n_heldout_mmbench=60, image_size=64, word_prob=0.5,
     )
 
 
