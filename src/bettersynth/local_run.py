@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import os
@@ -92,6 +93,25 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+@contextlib.contextmanager
+def kfp_local_globals_restored() -> Iterator[None]:
+    """Put the root logger's handlers and level, and ``builtins.print``, back as they were.
+
+    Why: kfp.local swaps both per task (a handler on the current stdout, an
+    indenting print) and restores them per task; with two tasks in flight the
+    restores interleave and can leave them pointing at this run's ``StepLog``,
+    which is closed once the run ends.
+    """
+    root = logging.getLogger()
+    handlers, level, original_print = root.handlers[:], root.level, builtins.print
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        builtins.print = original_print
+
+
 @dataclass(frozen=True)
 class LocalRun:
     run_id: str  # the MLflow parent run; every step's run is nested under it
@@ -125,8 +145,8 @@ def run_locally(pipeline: Callable[..., Any], arguments: dict[str, Any], *, work
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workspace / "local_outputs"))
         inherited = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_EXPERIMENT_ID": experiment_id,
                      PARENT_RUN_ENV: parent.info.run_id, **(step_env or {})}
-        with environment(inherited), guard or contextlib.nullcontext(), StepLog(log_path, sys.stdout) as stream, \
-                contextlib.redirect_stdout(stream):
+        with environment(inherited), guard or contextlib.nullcontext(), kfp_local_globals_restored(), \
+                StepLog(log_path, sys.stdout) as stream, contextlib.redirect_stdout(stream):
             try:
                 pipeline(**arguments)
             except RuntimeError as exc:
