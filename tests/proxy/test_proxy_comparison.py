@@ -1,7 +1,7 @@
 """The point of the proxy world, measured: cleaner data trains a better model.
 
 Runs the real pipeline (``kfp.local``) for two recipes on the default proxy
-world (1,280 seed pairs, the reduced scale of a 400k-pair seed set): about 9
+world (1,280 seed pairs, the reduced scale of a 400k-pair seed set): about 10
 minutes on 2 idle CPU cores, hence ``slow``.
 """
 
