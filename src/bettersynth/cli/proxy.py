@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -27,13 +26,11 @@ def run(args: argparse.Namespace) -> int:
     if models is not None and models.world.load_config() != config.world:
         models = None  # built for another world: train again
     result = run_proxy(config, models)
-    # sys.stdout.write, not print: kfp.local swaps builtins.print for an indenting one per task
-    # and, with two tasks in flight, can leave it swapped after the pipeline.
-    sys.stdout.write("\n" + format_table(result) + "\n\n")
-    sys.stdout.write("prepare: " + ", ".join(f"{k} {v:.0f}s" for k, v in result["timings"].items())
-                     + (" (reused)" if models is not None else "") + "\n")
-    sys.stdout.write("recipes: " + ", ".join(f"{row.recipe} {row.seconds:.0f}s" for row in result["rows"]) + "\n")
-    sys.stdout.write(f"total wall time: {time.monotonic() - started:.0f}s\n")
+    print("\n" + format_table(result) + "\n")
+    print("prepare: " + ", ".join(f"{k} {v:.0f}s" for k, v in result["timings"].items())
+          + (" (reused)" if models is not None else ""))
+    print("recipes: " + ", ".join(f"{row.recipe} {row.seconds:.0f}s" for row in result["rows"]))
+    print(f"total wall time: {time.monotonic() - started:.0f}s")
     return 0
 
 
