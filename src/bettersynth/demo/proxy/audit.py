@@ -23,9 +23,13 @@ from typing import Any
 from bettersynth.data.jsonl import read_jsonl
 from bettersynth.data.provenance import source_id
 from bettersynth.data.sample import Sample
-from bettersynth.demo.captions import POSITION_PHRASES
+from bettersynth.demo.captions import CORRUPTIONS, POSITION_PHRASES
 from bettersynth.demo.proxy.negatives import COUNTS, OBJECT_PHRASE, WORD_PHRASE
-from bettersynth.demo.proxy.world import ProxyWorldPaths, scene_from_json
+from bettersynth.demo.proxy.world import (
+    ProxyWorldPaths,
+    sample_caption,
+    scene_from_json,
+)
 
 _PLACED = re.compile(OBJECT_PHRASE.pattern + rf" ({'|'.join(map(re.escape, POSITION_PHRASES.values()))})")
 _POSITION_OF = {phrase: position for position, phrase in POSITION_PHRASES.items()}
@@ -53,17 +57,10 @@ def label_report(world: ProxyWorldPaths, variant_dir: Path, trained_ids: set[str
                if isinstance(s, Sample) and (trained_ids is None or s.id in trained_ids)]
     originals = [s for s in samples if source_id(s) is None]
     recaptioned = [s for s in samples if source_id(s) is not None]
-    truthful = sum(is_truthful(_caption(s), labels[str(source_id(s))]["truth"]) for s in recaptioned)
+    truthful = sum(is_truthful(sample_caption(s), labels[str(source_id(s))]["truth"]) for s in recaptioned)
     corrupted = sum(labels[s.id]["corrupted"] for s in originals)
     return {"samples": len(samples), "corrupted": corrupted, "recaptioned": len(recaptioned),
             "recaptioned_truthful": truthful, "truthful": len(originals) - corrupted + truthful}
-
-
-def _caption(sample: Sample) -> str:
-    return " ".join(text for text, _ in sample.chunks()).strip()
-
-
-CORRUPTION_KINDS = ("wrong_colour", "wrong_shape", "wrong_count", "unrelated", "too_short")
 
 
 def scorer_auc(world: ProxyWorldPaths, model_dir: Path) -> dict[str, float]:
@@ -76,7 +73,7 @@ def scorer_auc(world: ProxyWorldPaths, model_dir: Path) -> dict[str, float]:
     scores = dict(zip(ids, pair_similarities(Path(model_dir), read_pairs(world.world.seed_jsonl)), strict=True))
     truthful = [scores[i] for i in ids if not labels[i]["corrupted"]]
     result = {"overall": roc_auc(truthful, [scores[i] for i in ids if labels[i]["corrupted"]])}
-    for kind in CORRUPTION_KINDS:
+    for kind in CORRUPTIONS.names():
         negatives = [scores[i] for i in ids if labels[i]["kind"] == kind]
         if negatives:
             result[kind] = roc_auc(truthful, negatives)

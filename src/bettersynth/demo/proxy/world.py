@@ -239,6 +239,10 @@ def read_pairs(jsonl: Path) -> list[tuple[Path, str]]:
     pairs = []
     for item in read_jsonl(jsonl):
         if isinstance(item, Sample) and len(item.images) == 1:
-            text = " ".join(chunk for chunk, _ in item.chunks()).strip()
-            pairs.append((jsonl.parent / item.images[0], text))
+            pairs.append((jsonl.parent / item.images[0], sample_caption(item)))
     return pairs
+
+
+def sample_caption(sample: Sample) -> str:
+    """A sample's text without its image tokens and chunk ends: the caption a scorer or the audit reads."""
+    return " ".join(text for text, _ in sample.chunks()).strip()
