@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from bettersynth.demo.benchmarks import TEXTVQA_PROMPT_SUFFIX
 from bettersynth.demo.proxy.world import (
     ProxyWorldPaths,
     build_proxy_world,
+    pretraining_texts,
     read_pairs,
     scene_from_json,
 )
@@ -62,6 +64,15 @@ def test_proxy_chat_corpus_answers_from_its_description(proxy: ProxyWorldPaths) 
     assert chats and all(set(c) == {"context", "question", "answer"} for c in chats)
     captions = {text for _, text in read_pairs(proxy.scorer_jsonl)}
     assert {c["context"] for c in chats} <= captions
+
+
+def test_proxy_tokenizer_corpus_is_the_pretraining_text_alone(tmp_path: Path, proxy: ProxyWorldPaths,
+                                                             tiny_config) -> None:
+    """The tokenizers learn from clean captions and chats only: more benchmark questions change nothing."""
+    corpus = pretraining_texts(proxy)
+    assert set(corpus) >= {text for _, text in read_pairs(proxy.scorer_jsonl)}
+    more_heldout = replace(tiny_config, world=replace(tiny_config.world, n_heldout_textvqa=6, n_heldout_mmbench=6))
+    assert pretraining_texts(build_proxy_world(tmp_path / "more", more_heldout)) == corpus
 
 
 def test_proxy_world_is_deterministic_and_rebuilds_in_place(tmp_path: Path, proxy: ProxyWorldPaths, tiny_config) -> None:

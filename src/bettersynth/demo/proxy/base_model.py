@@ -64,13 +64,20 @@ class LMResult:
 
 
 def lm_documents(captions: Sequence[str], chats: Sequence[dict[str, str]], tokenizer) -> list[str]:
-    """Captions as plain documents, and reading comprehension through the chat template.
+    """Captions as plain documents, each also restated, and reading comprehension through the chat template.
 
     A chat's user turn is a description followed by a question about it: an LM
     that answers from a description in its context is what stage 1 builds on,
-    where the projector learns to turn the image into such a description.
+    where the projector learns to turn the image into such a description. The
+    restated captions ("caption\ncaption") give the LM what web text gives a real
+    one: the habit of repeating what its context says. Stage 1 (frozen LM, the
+    caption right after the image) then rewards image tokens the LM can repeat,
+    i.e. a description it can also answer questions from. Without them the
+    projector learns a prompt that only triggers captions: zero-shot MMBench
+    after stage 1 stayed near the base's (14-27 vs 10), against 45 vs 24 with them.
     """
     documents = [f"{caption}{tokenizer.eos_token}" for caption in captions]
+    documents += [f"{caption}\n{caption}{tokenizer.eos_token}" for caption in captions]
     for chat in chats:
         question = f"{chat['context']}\n{chat['question']}" if chat.get("context") else chat["question"]
         messages = [{"role": "user", "content": question}, {"role": "assistant", "content": chat["answer"]}]

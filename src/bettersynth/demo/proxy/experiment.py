@@ -46,9 +46,9 @@ from bettersynth.demo.proxy.world import (
     ProxyWorldConfig,
     ProxyWorldPaths,
     build_proxy_world,
+    pretraining_texts,
     read_pairs,
 )
-from bettersynth.demo.world import all_texts
 from bettersynth.engine.captioning import DEFAULT_CHAT_PROMPT
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,13 @@ MODELS_FILE = "proxy_models.json"  # what was trained, how long it took, the cal
 # Training settings for the proxy (CPU, minutes). The cap is the challenge rule at toy
 # scale: the seed set holds twice as many pairs, so every variant trains on up to
 # `sample_cap` samples and a filter changes which samples train, not how many steps run.
+# Stage 2 runs at a tenth of stage 1's learning rate (the real recipe: 2e-5 after 1e-3), so it
+# builds on the projector stage 1 aligned; at stage 1's rate it relearnt the projector from the
+# stage-2 set alone and every stage-1 variant, none included, scored alike.
 TRAIN_PLAN: dict[str, Any] = {
     "align": {"global_batch_size": 8, "per_device_batch_size": 8, "num_epochs": 15, "learning_rate": 3e-3,
               "max_length": 128},
-    "finetune": {"global_batch_size": 16, "per_device_batch_size": 16, "num_epochs": 4, "learning_rate": 1e-3,
+    "finetune": {"global_batch_size": 16, "per_device_batch_size": 16, "num_epochs": 4, "learning_rate": 3e-4,
                  "max_length": 192},
     "sample_cap": 640,
     "seed_selection": {"decide_after_steps": 1},  # margin inf: every seed survives (the soup needs them all)
@@ -125,10 +128,11 @@ def prepare_models(config: ProxyConfig) -> ProxyModels:
     timings["world"] = time.monotonic() - started
     models = workspace / "models" / "proxy"
     captions = [text for _, text in read_pairs(world.scorer_jsonl)]
-    vocab = all_texts(world.world) + captions
+    chats = json.loads(world.chat_json.read_text())
+    vocab = pretraining_texts(world)
     scorer = train_scorer(world.scorer_jsonl, vocab, models / SCORER, config.scorer)
     timings["scorer"] = scorer.seconds
-    lm = train_language_model(captions, json.loads(world.chat_json.read_text()), vocab, models / "lm", config.lm)
+    lm = train_language_model(captions, chats, vocab, models / "lm", config.lm)
     timings["lm"] = lm.seconds
     mark = time.monotonic()
     build_llava(models / SCORER, models / "lm", models / "llava-base", seed=config.lm.seed)

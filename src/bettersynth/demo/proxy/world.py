@@ -234,6 +234,17 @@ def _chats(description: str, turns: list[tuple[str, str]]) -> list[dict[str, str
     return [{"context": description, "question": q, "answer": a} for q, a in turns]
 
 
+def pretraining_texts(paths: ProxyWorldPaths) -> list[str]:
+    """What the proxy's tokenizers learn from: the clean split's captions and chats, no benchmark text.
+
+    Why: real tokenizers never see the benchmarks; one trained on the eval and
+    held-out questions would also let the held-out size change every model.
+    """
+    captions = [text for _, text in read_pairs(paths.scorer_jsonl)]
+    chats = json.loads(paths.chat_json.read_text(encoding="utf-8"))
+    return captions + [chat[key] for chat in chats for key in ("context", "question", "answer")]
+
+
 def read_pairs(jsonl: Path) -> list[tuple[Path, str]]:
     """(image path, caption) of every single-image sample in a Data-Juicer jsonl."""
     pairs = []
