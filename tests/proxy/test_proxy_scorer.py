@@ -20,6 +20,7 @@ from bettersynth.demo.proxy.world import (
     ProxyWorldConfig,
     build_proxy_world,
     default_world,
+    pretraining_corpus,
     pretraining_texts,
     read_pairs,
 )
@@ -53,7 +54,7 @@ def tiny(tmp_path_factory):
         n_instruct=4, n_scorer=48, n_calibration=8,
     )
     paths = build_proxy_world(tmp_path_factory.mktemp("proxy"), config)
-    vocab = pretraining_texts(paths)
+    vocab = pretraining_texts(*pretraining_corpus(paths))
     result = train_scorer(paths.scorer_jsonl, vocab, tmp_path_factory.mktemp("models") / "clip", FAST)
     return paths, result
 
@@ -75,7 +76,7 @@ def test_scorer_trains_and_saves_a_clip_the_filter_loads(tiny, tmp_path: Path) -
 
 def test_scorer_is_deterministic(tiny, tmp_path: Path) -> None:
     paths, result = tiny
-    vocab = pretraining_texts(paths)
+    vocab = pretraining_texts(*pretraining_corpus(paths))
     again = train_scorer(paths.scorer_jsonl, vocab, tmp_path / "clip", FAST)
     assert again.losses == result.losses
     assert (again.out_dir / "model.safetensors").read_bytes() == (result.out_dir / "model.safetensors").read_bytes()
@@ -96,7 +97,7 @@ REDUCED = ProxyWorldConfig(world=replace(default_world(), n_seed_samples=400, n_
 def test_trained_scorer_ranks_corrupted_captions_below_truthful_ones(tmp_path: Path) -> None:
     """Default scorer settings on a reduced clean split; ROC AUC truthful over corrupted (target >= 0.9)."""
     paths = build_proxy_world(tmp_path / "proxy", REDUCED)
-    vocab = pretraining_texts(paths)
+    vocab = pretraining_texts(*pretraining_corpus(paths))
     result = train_scorer(paths.scorer_jsonl, vocab, tmp_path / "clip")
     auc = scorer_auc(paths, result.out_dir)
     print(f"scorer ROC AUC {auc['overall']:.3f} ({result.seconds:.0f} s); per kind "

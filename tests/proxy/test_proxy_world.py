@@ -13,6 +13,7 @@ from bettersynth.demo.benchmarks import TEXTVQA_PROMPT_SUFFIX
 from bettersynth.demo.proxy.world import (
     ProxyWorldPaths,
     build_proxy_world,
+    pretraining_corpus,
     pretraining_texts,
     read_pairs,
     scene_from_json,
@@ -69,10 +70,10 @@ def test_proxy_chat_corpus_answers_from_its_description(proxy: ProxyWorldPaths) 
 def test_proxy_tokenizer_corpus_is_the_pretraining_text_alone(tmp_path: Path, proxy: ProxyWorldPaths,
                                                              tiny_config) -> None:
     """The tokenizers learn from clean captions and chats only: more benchmark questions change nothing."""
-    corpus = pretraining_texts(proxy)
+    corpus = pretraining_texts(*pretraining_corpus(proxy))
     assert set(corpus) >= {text for _, text in read_pairs(proxy.scorer_jsonl)}
     more_heldout = replace(tiny_config, world=replace(tiny_config.world, n_heldout_textvqa=6, n_heldout_mmbench=6))
-    assert pretraining_texts(build_proxy_world(tmp_path / "more", more_heldout)) == corpus
+    assert pretraining_texts(*pretraining_corpus(build_proxy_world(tmp_path / "more", more_heldout))) == corpus
 
 
 def test_proxy_world_is_deterministic_and_rebuilds_in_place(tmp_path: Path, proxy: ProxyWorldPaths, tiny_config) -> None:

@@ -46,6 +46,7 @@ from bettersynth.demo.proxy.world import (
     ProxyWorldConfig,
     ProxyWorldPaths,
     build_proxy_world,
+    pretraining_corpus,
     pretraining_texts,
     read_pairs,
 )
@@ -127,9 +128,8 @@ def prepare_models(config: ProxyConfig) -> ProxyModels:
     world = build_proxy_world(workspace / "data" / "proxy", config.world)
     timings["world"] = time.monotonic() - started
     models = workspace / "models" / "proxy"
-    captions = [text for _, text in read_pairs(world.scorer_jsonl)]
-    chats = json.loads(world.chat_json.read_text())
-    vocab = pretraining_texts(world)
+    captions, chats = pretraining_corpus(world)
+    vocab = pretraining_texts(captions, chats)
     scorer = train_scorer(world.scorer_jsonl, vocab, models / SCORER, config.scorer)
     timings["scorer"] = scorer.seconds
     lm = train_language_model(captions, chats, vocab, models / "lm", config.lm)

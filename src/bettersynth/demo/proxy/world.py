@@ -234,14 +234,18 @@ def _chats(description: str, turns: list[tuple[str, str]]) -> list[dict[str, str
     return [{"context": description, "question": q, "answer": a} for q, a in turns]
 
 
-def pretraining_texts(paths: ProxyWorldPaths) -> list[str]:
-    """What the proxy's tokenizers learn from: the clean split's captions and chats, no benchmark text.
+def pretraining_corpus(paths: ProxyWorldPaths) -> tuple[list[str], list[dict[str, str]]]:
+    """The clean split's captions and chats: what the proxy's LM pretrains on."""
+    captions = [text for _, text in read_pairs(paths.scorer_jsonl)]
+    return captions, json.loads(paths.chat_json.read_text(encoding="utf-8"))
+
+
+def pretraining_texts(captions: list[str], chats: list[dict[str, str]]) -> list[str]:
+    """What the proxy's tokenizers learn from: the pretraining corpus, no benchmark text.
 
     Why: real tokenizers never see the benchmarks; one trained on the eval and
     held-out questions would also let the held-out size change every model.
     """
-    captions = [text for _, text in read_pairs(paths.scorer_jsonl)]
-    chats = json.loads(paths.chat_json.read_text(encoding="utf-8"))
     return captions + [chat[key] for chat in chats for key in ("context", "question", "answer")]
 
 
