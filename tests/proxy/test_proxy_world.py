@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bettersynth.demo.benchmarks import TEXTVQA_PROMPT_SUFFIX
+from bettersynth.demo.proxy.base_model import PROXY_CHAT_TEMPLATE, LMConfig, is_reading_chat, lm_documents
 from bettersynth.demo.proxy.world import (
     ProxyWorldPaths,
     build_proxy_world,
@@ -18,6 +19,7 @@ from bettersynth.demo.proxy.world import (
     read_pairs,
     scene_from_json,
 )
+from bettersynth.demo.tokenizers import train_lm_tokenizer
 from bettersynth.eval.mmbench import ANSWER_SUFFIX
 from bettersynth.eval.textvqa import OCR_PREFIX, parse_llava_text
 
@@ -65,6 +67,24 @@ def test_proxy_chat_corpus_answers_from_its_description(proxy: ProxyWorldPaths) 
     assert chats and all(set(c) == {"context", "question", "answer"} for c in chats)
     captions = {text for _, text in read_pairs(proxy.scorer_jsonl)}
     assert {c["context"] for c in chats} <= captions
+
+
+def test_proxy_lm_reads_every_reading_chat_reading_repeats_times(proxy: ProxyWorldPaths) -> None:
+    """Reading chats (OCR-token questions) are upweighted in the LM's documents; nothing else is."""
+    captions, chats = pretraining_corpus(proxy)
+    reading = [c for c in chats if is_reading_chat(c)]
+    assert reading and all(parse_llava_text(c["question"], "chat")[1] for c in reading)
+    assert all(OCR_PREFIX not in c["question"] for c in chats if not is_reading_chat(c))
+    tokenizer = train_lm_tokenizer(pretraining_texts(captions, chats), vocab_size=300)
+    tokenizer.chat_template = PROXY_CHAT_TEMPLATE
+    once, four = (lm_documents(captions, chats, tokenizer, repeats) for repeats in (1, 4))
+    assert len(once) == 2 * len(captions) + len(chats)
+    assert len(four) == len(once) + 3 * len(reading)
+    word = reading[0]["answer"]
+    assert sum(word in d for d in four) - sum(word in d for d in once) == 3 * sum(
+        word in (c["context"] + c["question"] + c["answer"]) for c in reading)
+    with pytest.raises(ValueError, match="reading_repeats"):
+        LMConfig(reading_repeats=0)
 
 
 def test_proxy_tokenizer_corpus_is_the_pretraining_text_alone(tmp_path: Path, proxy: ProxyWorldPaths,

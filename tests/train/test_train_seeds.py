@@ -76,3 +76,17 @@ def test_best_always_survives_and_partition_is_exact(curves, margin):
     assert decision.survivors[0] == best_seed
     for s in decision.aborted:
         assert decision.scores[s] > decision.best + margin
+
+
+def test_a_sweep_that_finished_stage_1_is_judged_at_its_end():
+    """A decision at (or past) stage 1's length picks the best whole run; a shorter stage 1 is judged at its end."""
+    from bettersynth.steps.train import decision_policy
+
+    policy = SeedSelection(decide_after_steps=1200, window=2)
+    curves = {0: [3.0, 2.0, 1.0], 1: [3.0, 1.5, 0.5]}
+    judged = decision_policy(policy, curves, [True, True])
+    assert judged.decide_after_steps == 3 and judged.window == 2
+    assert select_seeds(curves, judged).survivors == [1, 0]
+    assert decision_policy(policy, curves, [True, False]) is policy  # a paused seed: the policy as written
+    with pytest.raises(ValueError, match="seed 0: 3 losses, the decision needs 1200"):
+        select_seeds(curves, decision_policy(policy, curves, [False, False]))

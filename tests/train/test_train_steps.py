@@ -71,3 +71,27 @@ def test_sweep_aborts_a_seed_and_survivors_match_a_straight_run(mlflow_store, sm
     assert model.tags["checkpoint.uri"] == (tmp_path / "m0").resolve().as_uri()
     assert model.tags["checkpoint.artifact"] == f"runs:/{train.info.run_id}/checkpoint"
     assert train.data.tags["model.id"] == model.model_id
+
+
+def test_finetune_from_best_starts_every_survivor_from_the_best_stage_1(mlflow_store, small_world, pico_models,
+                                                                        tmp_path):
+    """Soup ingredients: stage-2 seeds of one stage 1 (the best survivor's), not of their own."""
+    dataset, base = small_world.seed_jsonl.parent, pico_models / "llava-base"
+    plan = _plan(tmp_path, finetune_from="best", seed_selection={"decide_after_steps": 1})
+    aligned = [tmp_path / f"aligned{seed}" for seed in (0, 1)]
+    for seed, out in enumerate(aligned):
+        train_align(dataset, "md5/ab.dir", base, plan, seed, out)
+    selection = tmp_path / "selection"
+    assert sorted(select_seeds(aligned, plan, selection)) == [0, 1]
+    best = json.loads((selection / SELECTION_FILE).read_text())["survivors"][0]
+    tuned = {seed: train_finetune(selection, seed, dataset, "md5/ab.dir", base, small_world.instruct_json, plan,
+                                  tmp_path / f"m{seed}") for seed in (0, 1)}
+    assert tuned[0]["align_final_loss"] == tuned[1]["align_final_loss"]  # one stage 1, finished twice alike
+    own = train_model(dataset, "md5/ab.dir", base, small_world.instruct_json, _plan(tmp_path), best, tmp_path / "own")
+    assert tuned[best]["align_final_loss"] == own["align_final_loss"]  # and it is the best seed's
+    a, b = load_file(tmp_path / "m0" / "model.safetensors"), load_file(tmp_path / "m1" / "model.safetensors")
+    assert any((a[n] != b[n]).any() for n in a)  # stage-2 seeds still differ
+    for seed in (0, 1):
+        run = MlflowClient().get_run(tuned[seed]["mlflow_run_id"])
+        tags, params = run.data.tags, run.data.params
+        assert tags["align.seed"] == str(best) and params["align.seed"] == str(best) and tags["train.seed"] == str(seed)

@@ -5,6 +5,7 @@ Pipeline shape (each a KFP component)::
     ParallelFor(seeds): train_align   -> stage 1 up to the decision step; checkpoint + loss curve
     select_seeds(Collected(aligned))  -> survivors, their checkpoints gathered in one artifact
     ParallelFor(survivors): train_finetune -> stage 1 resumed to the end, then stage 2
+                                      (from the best survivor's stage 1 with ``finetune_from: best``)
 
 ``train_model`` runs both stages of one seed in one call (no selection), for
 callers that do not sweep seeds.
@@ -25,7 +26,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlflow
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -56,6 +57,10 @@ class TrainPlan(BaseModel):
     sample_cap: int | None = None  # challenge rule: at most this many pretraining samples
     sample_cap_seed: int = 1024  # the challenge's subsample seed
     seed_selection: SeedSelection = Field(default_factory=SeedSelection)  # early abort of poor stage-1 seeds
+    # Where each survivor's stage 2 starts: its own stage 1, or the best survivor's. "best" makes the
+    # finetunes soup ingredients in the sense of Wortsman et al.: finetunes of one pretrained model
+    # (the proxy's uniform soups of finetunes with their own stage 1 lost 2-7 MMBench points).
+    finetune_from: Literal["own", "best"] = "own"
     checkpoint_root: str | None = None  # persistent folder (e.g. a PVC) for resumable checkpoints; None: scratch
     deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)  # ZeRO-2 on GPUs (offload optional)
     multinode: MultiNodeSettings | None = None  # train as a TrainJob/PyTorchJob of N nodes x G GPUs (world size > 1)
@@ -164,9 +169,12 @@ def _log_checkpoint(path: Path, tags: dict[str, str], run_id: str) -> str:
     return model.model_id
 
 
-def _params(plan: TrainPlan, seed: int, dataset_hash: str, base_model: Path, n_records: int) -> dict[str, Any]:
-    params = {"seed": seed, "dataset.hash": dataset_hash, "base_model": str(base_model), "pretrain.samples": n_records}
-    params |= {f"align.{k}": v for k, v in plan.stage("align", seed).model_dump().items()}
+def _params(plan: TrainPlan, seed: int, dataset_hash: str, base_model: Path, n_records: int,
+            align_seed: int | None = None) -> dict[str, Any]:
+    params = {"seed": seed, "dataset.hash": dataset_hash, "base_model": str(base_model), "pretrain.samples": n_records,
+              "finetune_from": plan.finetune_from}
+    align = plan.stage("align", seed if align_seed is None else align_seed)
+    params |= {f"align.{k}": v for k, v in align.model_dump().items()}
     params |= {f"finetune.{k}": v for k, v in plan.stage("finetune", seed).model_dump().items()}
     params |= {f"deepspeed.{k}": v for k, v in plan.deepspeed.model_dump().items()}
     if plan.multinode is not None:
@@ -205,12 +213,13 @@ def train_align(dataset_dir: Path, dataset_hash: str, base_model: Path, plan_pat
 def select_seeds(aligned_dirs: list[Path], plan_path: Path, out_dir: Path) -> list[int]:
     """Decide which seeds continue; gather the survivors' stage-1 state into ``out_dir/seed<N>/``."""
     plan = TrainPlan.load(plan_path)
-    curves, sources = {}, {}
+    curves, sources, completed = {}, {}, []
     for folder in map(Path, aligned_dirs):
         data = json.loads((folder / CURVE_FILE).read_text())
         curves[int(data["seed"])] = [row["loss"] for row in data["steps"]]
         sources[int(data["seed"])] = folder
-    decision = decide(curves, plan.seed_selection)
+        completed.append(bool(data["completed"]))
+    decision = decide(curves, decision_policy(plan.seed_selection, curves, completed))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with step_run("select-seeds", params={f"seed_selection.{k}": v for k, v in plan.seed_selection.model_dump().items()}):
@@ -229,6 +238,19 @@ def select_seeds(aligned_dirs: list[Path], plan_path: Path, out_dir: Path) -> li
     return decision.survivors
 
 
+def decision_policy(policy: SeedSelection, curves: dict[int, list[float]], completed: list[bool]) -> SeedSelection:
+    """``policy``, or, when every seed finished stage 1 before the decision step, the same judged at its end.
+
+    Why: with a decision at (or past) stage 1's length the sweep trains whole
+    stage-1 runs and picks the best by its final loss; a variant smaller than
+    the sample cap has fewer steps, and is judged at its last one.
+    """
+    shortest = min(map(len, curves.values()), default=0)
+    if completed and all(completed) and 0 < shortest < policy.decide_after_steps:
+        return policy.model_copy(update={"decide_after_steps": shortest})
+    return policy
+
+
 def train_finetune(
     selection_dir: Path,
     seed: int,
@@ -244,12 +266,13 @@ def train_finetune(
 ) -> dict:
     """Finish stage 1 of a surviving seed from its decision checkpoint, then run stage 2 into ``out_dir``."""
     plan = TrainPlan.load(plan_path)
-    aligned = Path(selection_dir) / f"seed{seed}"
-    if not (aligned / CURVE_FILE).is_file():
+    if not (Path(selection_dir) / f"seed{seed}" / CURVE_FILE).is_file():
         raise ValueError(f"{selection_dir}: no stage-1 state for seed {seed} (was it aborted?)")
+    align_seed = seed if plan.finetune_from == "own" else best_survivor(Path(selection_dir))
+    aligned = Path(selection_dir) / f"seed{align_seed}"
     records = pretraining_records(Path(dataset_dir), plan.sample_cap, plan.sample_cap_seed)
-    tags = {"dataset.hash": dataset_hash, "train.seed": str(seed)}
-    params = _params(plan, seed, dataset_hash, base_model, len(records))
+    tags = {"dataset.hash": dataset_hash, "train.seed": str(seed), "align.seed": str(align_seed)}
+    params = _params(plan, seed, dataset_hash, base_model, len(records), align_seed)
     run_stages = runner_for(plan, plan_path, f"train-s{seed}", dataset_hash, api)
     with step_run(f"train-seed{seed}", params=params, tags=tags) as run, tempfile.TemporaryDirectory() as scratch:
         _log_dataset(dataset_hash, dataset_remote, dataset_name, len(records))
@@ -259,14 +282,21 @@ def train_finetune(
         if (aligned / "model").is_dir():
             stage1_dir = aligned / "model"
         else:
-            ckpt = plan.checkpoint_dir(Path(scratch), dataset_hash, seed, "align")
+            # With finetune_from "best" every survivor's task finishes the same stage 1 (same seed, same
+            # checkpoint: the same weights); a decision at stage 1's last step leaves nothing to repeat.
+            ckpt = plan.checkpoint_dir(Path(scratch), dataset_hash, align_seed, "align")
             if latest_checkpoint(ckpt) is None:  # first attempt: start from the decision checkpoint (read-only input)
                 shutil.copytree(aligned / "checkpoints", ckpt, dirs_exist_ok=True)
             stage1_dir = Path(scratch) / "align"
-            calls.append(StageCall("align", Path(base_model), records, Path(dataset_dir), plan.stage("align", seed),
-                                   stage1_dir, ckpt, on_step=_log_step("align")))
+            calls.append(StageCall("align", Path(base_model), records, Path(dataset_dir),
+                                   plan.stage("align", align_seed), stage1_dir, ckpt, on_step=_log_step("align")))
         return _finetune(plan, seed, stage1_dir, calls, Path(instruct_json), dataset_hash, Path(scratch),
                          Path(out_dir), run.info.run_id, run_stages)
+
+
+def best_survivor(selection_dir: Path) -> int:
+    """The seed whose stage 1 scored best at the decision (``select_seeds`` lists survivors best first)."""
+    return int(json.loads((selection_dir / SELECTION_FILE).read_text())["survivors"][0])
 
 
 def _log_dataset(dataset_hash: str, remote_url: str, name: str, n_samples: int) -> None:

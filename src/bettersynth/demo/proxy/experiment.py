@@ -69,7 +69,11 @@ TRAIN_PLAN: dict[str, Any] = {
     "finetune": {"global_batch_size": 16, "per_device_batch_size": 16, "num_epochs": 4, "learning_rate": 3e-4,
                  "max_length": 192},
     "sample_cap": 640,
-    "seed_selection": {"decide_after_steps": 1},  # margin inf: every seed survives (the soup needs them all)
+    # Every seed trains a whole stage 1 (15 epochs x 640 / 8 = 1200 steps at the cap); the one with the lowest
+    # last-epoch loss is the start of every seed's stage 2 (finetune_from "best"), so the soup averages
+    # finetunes of one model. Margin inf: every seed survives, as a stage-2 seed (the soup needs them all).
+    "seed_selection": {"decide_after_steps": 1200, "window": 80},
+    "finetune_from": "best",
 }
 
 
