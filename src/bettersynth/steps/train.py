@@ -35,7 +35,7 @@ from bettersynth.data.jsonl import read_jsonl
 from bettersynth.data.llava import dj_to_llava
 from bettersynth.data.sample import Sample
 from bettersynth.yaml_lines import load_model
-from bettersynth.tracking import log_dataset_input, step_run
+from bettersynth.tracking import log_dataset_input, log_metric_history, step_run
 from bettersynth.train import StageConfig, train_stage
 from bettersynth.train.checkpoint import latest_checkpoint
 from bettersynth.train.deepspeed import DeepSpeedSettings
@@ -223,9 +223,9 @@ def select_seeds(aligned_dirs: list[Path], plan_path: Path, out_dir: Path) -> li
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with step_run("select-seeds", params={f"seed_selection.{k}": v for k, v in plan.seed_selection.model_dump().items()}):
-        for seed, losses in curves.items():  # the curves side by side, one metric per seed
-            for step, loss in enumerate(losses, start=1):
-                mlflow.log_metric(f"seed{seed}/align_loss", loss, step=step)
+        log_metric_history([(f"seed{seed}/align_loss", loss, step)  # the curves side by side, one metric per seed
+                            for seed, losses in curves.items() for step, loss in enumerate(losses, start=1)])
+        for seed in curves:
             mlflow.log_metric(f"seed{seed}/score", decision.scores[seed])
         mlflow.log_metrics({"survivors": len(decision.survivors), "aborted": len(decision.aborted),
                             "best_score": decision.best})
@@ -276,8 +276,9 @@ def train_finetune(
     run_stages = runner_for(plan, plan_path, f"train-s{seed}", dataset_hash, api)
     with step_run(f"train-seed{seed}", params=params, tags=tags) as run, tempfile.TemporaryDirectory() as scratch:
         _log_dataset(dataset_hash, dataset_remote, dataset_name, len(records))
-        for row in json.loads((aligned / CURVE_FILE).read_text())["steps"]:  # the whole stage-1 curve in this run
-            mlflow.log_metrics({f"align/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
+        log_metric_history([(f"align/{k}", v, row["step"])  # the whole stage-1 curve in this run
+                            for row in json.loads((aligned / CURVE_FILE).read_text())["steps"]
+                            for k, v in row.items() if k != "step"])
         calls = []
         if (aligned / "model").is_dir():
             stage1_dir = aligned / "model"

@@ -49,7 +49,7 @@ class LMConfig:
     kv_heads: int = 2
     vocab_size: int = 800  # BPE merges over the world's words
     max_length: int = 128
-    epochs: int = 3  # the token loss is flat after two; 6 epochs gave the same MMBench (54-57)
+    epochs: int = 4  # with reading chats x4: 3 epochs answered 57 % of the other chats right, 4 epochs 65 %
     batch_size: int = 64
     learning_rate: float = 3e-3
     weight_decay: float = 0.01
