@@ -264,7 +264,10 @@ def train_finetune(
     dataset_name: str = "",
     api: Any = None,
 ) -> dict:
-    """Finish stage 1 of a surviving seed from its decision checkpoint, then run stage 2 into ``out_dir``."""
+    """Finish stage 1 from its decision checkpoint, then run this seed's stage 2 into ``out_dir``.
+
+    The stage 1 is the seed's own, or with ``finetune_from: best`` the best survivor's.
+    """
     plan = TrainPlan.load(plan_path)
     if not (Path(selection_dir) / f"seed{seed}" / CURVE_FILE).is_file():
         raise ValueError(f"{selection_dir}: no stage-1 state for seed {seed} (was it aborted?)")
