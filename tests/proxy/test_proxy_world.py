@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from bettersynth.demo.benchmarks import TEXTVQA_PROMPT_SUFFIX
-from bettersynth.demo.proxy.base_model import PROXY_CHAT_TEMPLATE, LMConfig, is_reading_chat, lm_documents
+from bettersynth.demo.proxy.base_model import (
+    PROXY_CHAT_TEMPLATE,
+    LMConfig,
+    is_reading_chat,
+    lm_documents,
+)
 from bettersynth.demo.proxy.world import (
     ProxyWorldPaths,
     build_proxy_world,
