@@ -115,15 +115,25 @@ class StageCall:
         if self.curve is not None:
             self.curve.append({"step": step, **{k: float(v) for k, v in values.items()}})
 
+    def flush(self) -> None:
+        """Send the step rows ``on_step`` still holds (``StepMetrics`` batches them)."""
+        getattr(self.on_step, "flush", lambda: None)()
+
 
 Runner = Callable[[list[StageCall]], list[TrainResult]]
 
 
 def run_local(calls: list[StageCall], deepspeed: DeepSpeedSettings) -> list[TrainResult]:
     """Train the stages in this process, one after the other."""
-    return [train_stage(c.model_dir, c.records, c.image_root, c.config, c.out_dir, on_step=c.record,
-                        checkpoint_dir=c.checkpoint_dir, stop_after_step=c.stop_after_step, deepspeed=deepspeed)
-            for c in calls]
+    results = []
+    for c in calls:
+        try:
+            results.append(train_stage(c.model_dir, c.records, c.image_root, c.config, c.out_dir, on_step=c.record,
+                                       checkpoint_dir=c.checkpoint_dir, stop_after_step=c.stop_after_step,
+                                       deepspeed=deepspeed))
+        finally:
+            c.flush()
+    return results
 
 
 def runner_for(plan: TrainPlan, plan_path: Path, label: str, dataset_hash: str, api: Any = None) -> Runner:
@@ -143,11 +153,27 @@ def pretraining_records(dataset_dir: Path, cap: int | None, cap_seed: int) -> li
     return [dj_to_llava(s) for s in samples]
 
 
-def _log_step(prefix: str) -> StepCallback:
-    def log(step: int, values: dict[str, float]) -> None:
-        mlflow.log_metrics({f"{prefix}/{k}": float(v) for k, v in values.items()}, step=step)
+class StepMetrics:
+    """Per-step metrics to the active MLflow run, ``prefix/<name>``, sent in batches.
 
-    return log
+    Why: one ``log_metrics`` call per step cost 5 ms against a local store, and
+    two seeds training side by side contend for it (a proxy stage 1 has 1,200
+    steps). Rows go out every ``every`` steps and when the stage ends.
+    """
+
+    def __init__(self, prefix: str, every: int = 50) -> None:
+        self.prefix, self.every = prefix, every
+        self.rows: list[tuple[str, float, int]] = []
+
+    def __call__(self, step: int, values: dict[str, float]) -> None:
+        self.rows += [(f"{self.prefix}/{k}", float(v), step) for k, v in values.items()]
+        if len(self.rows) >= self.every * max(1, len(values)):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            log_metric_history(self.rows)
+            self.rows = []
 
 
 def _log_checkpoint(path: Path, tags: dict[str, str], run_id: str) -> str:
@@ -201,7 +227,7 @@ def train_align(dataset_dir: Path, dataset_hash: str, base_model: Path, plan_pat
         [result] = run_stages([StageCall(
             "align", Path(base_model), records, Path(dataset_dir), plan.stage("align", seed), out_dir / "model",
             out_dir / "checkpoints", stop_after_step=plan.seed_selection.decide_after_steps,
-            on_step=_log_step("align"), curve=curve,
+            on_step=StepMetrics("align"), curve=curve,
         )])
         if result.completed:
             shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the model is the result
@@ -293,7 +319,7 @@ def train_finetune(
                 shutil.copytree(aligned / "checkpoints", ckpt, dirs_exist_ok=True)
             stage1_dir = Path(scratch) / "align"
             calls.append(StageCall("align", Path(base_model), records, Path(dataset_dir),
-                                   plan.stage("align", align_seed), stage1_dir, ckpt, on_step=_log_step("align")))
+                                   plan.stage("align", align_seed), stage1_dir, ckpt, on_step=StepMetrics("align")))
         return _finetune(plan, seed, stage1_dir, calls, Path(instruct_json), dataset_hash, Path(scratch),
                          Path(out_dir), run.info.run_id, run_stages)
 
@@ -315,7 +341,7 @@ def _finetune(plan: TrainPlan, seed: int, stage1_dir: Path, calls: list[StageCal
     instruct = json.loads(instruct_json.read_text())
     calls = calls + [StageCall("finetune", stage1_dir, instruct, instruct_json.parent, plan.stage("finetune", seed),
                                out_dir, plan.checkpoint_dir(scratch, dataset_hash, seed, "finetune"),
-                               on_step=_log_step("finetune"))]
+                               on_step=StepMetrics("finetune"))]
     *stage1, stage2 = run_stages(calls)
     if stage1:
         mlflow.log_metric("align/trainable_params", stage1[0].trainable_params)
@@ -354,6 +380,6 @@ def train_model(
         _log_dataset(dataset_hash, dataset_remote, dataset_name, len(records))
         stage1_dir = Path(scratch) / "align"
         align = StageCall("align", Path(base_model), records, Path(dataset_dir), plan.stage("align", seed), stage1_dir,
-                          plan.checkpoint_dir(Path(scratch), dataset_hash, seed, "align"), on_step=_log_step("align"))
+                          plan.checkpoint_dir(Path(scratch), dataset_hash, seed, "align"), on_step=StepMetrics("align"))
         return _finetune(plan, seed, stage1_dir, [align], Path(instruct_json), dataset_hash, Path(scratch),
                          Path(out_dir), run.info.run_id, run_stages)

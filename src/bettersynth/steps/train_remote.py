@@ -173,6 +173,7 @@ class RemoteRunner:
                 logged = row.pop("logged", False)
                 step = int(row.pop("step"))
                 call.record(step, row, log=not logged)
+            call.flush()
 
     # -- inputs ------------------------------------------------------------------
     def mounts(self) -> list[str]:
