@@ -41,7 +41,7 @@ from bettersynth.train.checkpoint import latest_checkpoint
 from bettersynth.train.deepspeed import DeepSpeedSettings
 from bettersynth.train.multinode import MultiNodeSettings
 from bettersynth.train.seeds import SeedSelection, select_seeds as decide
-from bettersynth.train.trainer import StepCallback, TrainResult
+from bettersynth.train.trainer import TrainResult
 
 MAX_LOGGED_CHECKPOINT_BYTES = 2 << 30  # larger checkpoints are referenced, not copied into MLflow
 CURVE_FILE = "curve.json"  # stage-1 metrics up to the decision, written by train_align
@@ -106,7 +106,7 @@ class StageCall:
     out_dir: Path
     checkpoint_dir: Path
     stop_after_step: int | None = None
-    on_step: StepCallback | None = None  # MLflow logging of each step
+    on_step: StepMetrics | None = None  # MLflow logging of each step
     curve: list[dict] | None = None  # also collect the step rows here (the stage-1 curve)
 
     def record(self, step: int, values: dict[str, float], log: bool = True) -> None:
@@ -116,8 +116,9 @@ class StageCall:
             self.curve.append({"step": step, **{k: float(v) for k, v in values.items()}})
 
     def flush(self) -> None:
-        """Send the step rows ``on_step`` still holds (``StepMetrics`` batches them)."""
-        getattr(self.on_step, "flush", lambda: None)()
+        """Send the step rows ``on_step`` still holds (it batches them)."""
+        if self.on_step is not None:
+            self.on_step.flush()
 
 
 Runner = Callable[[list[StageCall]], list[TrainResult]]
@@ -164,16 +165,18 @@ class StepMetrics:
     def __init__(self, prefix: str, every: int = 50) -> None:
         self.prefix, self.every = prefix, every
         self.rows: list[tuple[str, float, int]] = []
+        self.pending_steps = 0
 
     def __call__(self, step: int, values: dict[str, float]) -> None:
         self.rows += [(f"{self.prefix}/{k}", float(v), step) for k, v in values.items()]
-        if len(self.rows) >= self.every * max(1, len(values)):
+        self.pending_steps += 1
+        if self.pending_steps >= self.every:
             self.flush()
 
     def flush(self) -> None:
         if self.rows:
             log_metric_history(self.rows)
-            self.rows = []
+        self.rows, self.pending_steps = [], 0
 
 
 def _log_checkpoint(path: Path, tags: dict[str, str], run_id: str) -> str:
@@ -258,8 +261,12 @@ def select_seeds(aligned_dirs: list[Path], plan_path: Path, out_dir: Path) -> li
         mlflow.set_tags({"seeds.survivors": ",".join(map(str, decision.survivors)),
                          "seeds.aborted": ",".join(map(str, decision.aborted))})
         mlflow.log_dict(decision.to_json(), SELECTION_FILE)
-    for seed in decision.survivors:
-        shutil.copytree(sources[seed], out_dir / f"seed{seed}")
+    for seed in decision.survivors:  # with finetune_from "best" only the best's stage-1 state is read again
+        if plan.finetune_from == "own" or seed == decision.survivors[0]:
+            shutil.copytree(sources[seed], out_dir / f"seed{seed}")
+        else:
+            (out_dir / f"seed{seed}").mkdir()
+            shutil.copy2(sources[seed] / CURVE_FILE, out_dir / f"seed{seed}" / CURVE_FILE)
     (out_dir / SELECTION_FILE).write_text(json.dumps(decision.to_json(), indent=2))
     return decision.survivors
 
