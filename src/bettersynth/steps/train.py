@@ -321,7 +321,8 @@ def train_finetune(
         else:
             # With finetune_from "best" every survivor's task finishes the same stage 1 (same seed, same
             # checkpoint: the same weights); a decision at stage 1's last step leaves nothing to repeat.
-            ckpt = plan.checkpoint_dir(Path(scratch), dataset_hash, align_seed, "align")
+            # The folder is this task's (keyed by its seed), so tasks on a shared checkpoint_root never collide.
+            ckpt = plan.checkpoint_dir(Path(scratch), dataset_hash, seed, "align")
             if latest_checkpoint(ckpt) is None:  # first attempt: start from the decision checkpoint (read-only input)
                 shutil.copytree(aligned / "checkpoints", ckpt, dirs_exist_ok=True)
             stage1_dir = Path(scratch) / "align"
