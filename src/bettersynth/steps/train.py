@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import mlflow
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -36,12 +36,14 @@ from bettersynth.data.llava import dj_to_llava
 from bettersynth.data.sample import Sample
 from bettersynth.yaml_lines import load_model
 from bettersynth.tracking import log_dataset_input, log_metric_history, step_run
-from bettersynth.train import StageConfig, train_stage
 from bettersynth.train.checkpoint import latest_checkpoint
+from bettersynth.train.config import StageConfig
 from bettersynth.train.deepspeed import DeepSpeedSettings
 from bettersynth.train.multinode import MultiNodeSettings
 from bettersynth.train.seeds import SeedSelection, select_seeds as decide
-from bettersynth.train.trainer import TrainResult
+
+if TYPE_CHECKING:  # the trainer (torch + transformers) loads in the steps that train, not in select-seeds
+    from bettersynth.train.trainer import TrainResult
 
 MAX_LOGGED_CHECKPOINT_BYTES = 2 << 30  # larger checkpoints are referenced, not copied into MLflow
 CURVE_FILE = "curve.json"  # stage-1 metrics up to the decision, written by train_align
@@ -121,11 +123,13 @@ class StageCall:
             self.on_step.flush()
 
 
-Runner = Callable[[list[StageCall]], list[TrainResult]]
+Runner = Callable[[list[StageCall]], "list[TrainResult]"]
 
 
 def run_local(calls: list[StageCall], deepspeed: DeepSpeedSettings) -> list[TrainResult]:
     """Train the stages in this process, one after the other."""
+    from bettersynth.train.trainer import train_stage
+
     results = []
     for c in calls:
         try:
