@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3.11
 BIN := $(VENV)/bin
 
-.PHONY: setup quickstart test test-slow compile compare image bench-soup bench-ops bench-train bench-memory clean
+.PHONY: setup quickstart test test-slow compile compare image bench-soup bench-ops bench-train bench-memory bench-step-start clean
 
 setup: $(VENV)/.installed
 
@@ -52,6 +52,9 @@ bench-train: setup
 
 bench-memory: setup
 	$(BIN)/python benchmarks/bench_memory.py --sizes 10000 100000 --markdown benchmarks/results/memory.md
+
+bench-step-start: setup
+	$(BIN)/python benchmarks/bench_step_start.py --repeats 3
 
 clean:
 	rm -rf local_outputs mlruns mlflow.db models data/demo data/variants .dvc-remote .dvc/cache
