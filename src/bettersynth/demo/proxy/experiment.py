@@ -36,7 +36,6 @@ from bettersynth.demo.proxy.audit import label_report, scorer_auc
 from bettersynth.demo.proxy.base_model import LMConfig, train_language_model
 from bettersynth.demo.proxy.pipeline_run import run_pipeline
 from bettersynth.demo.proxy.recipes import CAPTIONER, RECIPES, SCORER, RecipeSpec
-from bettersynth.demo.proxy.side_by_side import side_by_side
 from bettersynth.demo.proxy.scorer import (
     ScorerConfig,
     pair_similarities,
@@ -127,7 +126,7 @@ class ProxyModels:
 
 
 def prepare_models(config: ProxyConfig) -> ProxyModels:
-    """Build the proxy world and train its models: scorer and LM side by side, then the LLaVA base and captioner."""
+    """Build the proxy world and train its models (scorer, LM, LLaVA base, captioner), in that order."""
     from bettersynth.models.builder import build_llava
 
     workspace = Path(config.workspace).resolve()
@@ -138,11 +137,10 @@ def prepare_models(config: ProxyConfig) -> ProxyModels:
     models = workspace / "models" / "proxy"
     captions, chats = pretraining_corpus(world)
     vocab = pretraining_texts(captions, chats)
-    mark = time.monotonic()
-    scorer, lm = side_by_side([(train_scorer, (world.scorer_jsonl, vocab, models / SCORER, config.scorer)),
-                               (train_language_model, (captions, chats, vocab, models / "lm", config.lm))])
-    timings["scorer"], timings["lm"] = scorer.seconds, lm.seconds  # side by side: they overlap
-    timings["scorer_and_lm"] = time.monotonic() - mark
+    scorer = train_scorer(world.scorer_jsonl, vocab, models / SCORER, config.scorer)
+    timings["scorer"] = scorer.seconds
+    lm = train_language_model(captions, chats, vocab, models / "lm", config.lm)
+    timings["lm"] = lm.seconds
     mark = time.monotonic()
     build_llava(models / SCORER, models / "lm", models / "llava-base", seed=config.lm.seed)
     train_captioner(world, models / "llava-base", models / CAPTIONER, config.captioner)
