@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-import bettersynth.train as train
+from bettersynth import train
 
 
 def test_every_exported_name_resolves() -> None:
