@@ -10,6 +10,7 @@ import gc
 
 # A step runs in a process of its own (a KFP pod, a kfp.local subprocess) that ends when the step
 # returns. Python's last garbage collections at exit walk every object torch and transformers made:
-# 1.4 s a step on 2 cores, some 15 steps a pipeline run. Freezing them first skips that walk (the
-# OS frees the memory anyway). Registered at first import, so it runs after every other exit handler.
+# 0.3-1.4 s a step on 2 cores (benchmarks/bench_step_start.py), some 15 steps a pipeline run. Freezing
+# them first skips that walk (the OS frees the memory anyway). Registered at first import, so it runs
+# after every other exit handler.
 atexit.register(gc.freeze)
