@@ -32,10 +32,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
 
 
-__all__ = [
-    "IGNORE_INDEX", "SCHEDULES", "STAGE_DEFAULTS", "STAGE_TEMPLATE", "TEMPLATES",
-    "LlavaCollator", "LlavaDataset", "ParamCounts", "Prompt", "SeedDecision", "SeedSelection", "Stage",
-    "StageConfig", "TrainResult", "TrainerState", "cosine_lr", "count_params", "defaults_for", "encode",
-    "freeze_for_stage", "latest_checkpoint", "load_checkpoint", "part_modules", "plan_steps", "resolve_dtype",
-    "save_checkpoint", "select_seeds", "train_stage", "warmup_steps_for",
-]
+__all__ = sorted(_EXPORTS)
