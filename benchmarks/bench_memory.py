@@ -80,8 +80,8 @@ def child(args: argparse.Namespace) -> None:
         sys.modules[spec.name] = runner  # dataclasses look their module up there
         spec.loader.exec_module(runner)
     else:
-        from bettersynth.ops import runner
-    from bettersynth.recipe import Recipe
+        from bettersynth.recipes import runner
+    from bettersynth.recipes.recipe import Recipe
 
     recipe = Recipe.from_dict(RECIPE)
     baseline = _vm("VmRSS")

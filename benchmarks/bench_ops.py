@@ -61,7 +61,7 @@ def build_clip_b32(out_dir: Path, texts: list[str]) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from bettersynth.demo.tokenizers import train_clip_tokenizer
+    from bettersynth_demo.tokenizers import train_clip_tokenizer
 
     if (out_dir / "config.json").exists():
         return out_dir
@@ -81,7 +81,7 @@ def bench_bare(model_dir: Path, samples, root: Path, batch_size: int) -> tuple[f
     import torch.nn.functional as F
     from transformers import AutoProcessor, CLIPModel
 
-    from bettersynth.data.images import load_image
+    from bettersynth.core.images import load_image
 
     processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
     model = CLIPModel.from_pretrained(model_dir, local_files_only=True).eval()
@@ -106,8 +106,8 @@ def bench_bare(model_dir: Path, samples, root: Path, batch_size: int) -> tuple[f
 def bench_ours(model_root: Path, jsonl: Path, root: Path, out: Path, batch_size: int, num_workers: int, use_cache: bool = False, min_score: float = -1.0, cache_dir: Path | None = None) -> tuple[float, list[float]]:
     from bettersynth.data.jsonl import read_jsonl
     from bettersynth.engine import EngineSettings, load_model, resolve_device, resolve_dtype
-    from bettersynth.ops.runner import run_recipe
-    from bettersynth.recipe import Recipe
+    from bettersynth.recipes.recipe import Recipe
+    from bettersynth.recipes.runner import run_recipe
 
     device = resolve_device(EngineSettings().device)
     load_model("hf_clip", model_root / "clip-b32", device, resolve_dtype("auto", device))  # warm the cache
@@ -158,7 +158,7 @@ def main() -> int:
     import torch
 
     from bettersynth.data.jsonl import read_jsonl
-    from bettersynth.demo.world import WorldConfig, all_texts, build_world
+    from bettersynth_demo.world import WorldConfig, all_texts, build_world
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_ops_"))
     world = build_world(work / "world", WorldConfig(n_seed_samples=args.samples, image_size=args.image_size, n_instruct=2, n_textvqa=2, n_mmbench=2, n_heldout_textvqa=1, n_heldout_mmbench=1))

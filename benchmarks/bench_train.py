@@ -37,9 +37,10 @@ from transformers import (
     TrainingArguments,
 )
 
-from bettersynth.demo.models import _clip_image_processor
-from bettersynth.demo.tokenizers import train_lm_tokenizer
-from bettersynth.train import LlavaCollator, LlavaDataset, defaults_for, freeze_for_stage, train_stage
+from bettersynth.train import defaults_for, freeze_for_stage, train_stage
+from bettersynth.vlm.inputs import LlavaCollator, LlavaDataset
+from bettersynth_demo.models import _clip_image_processor
+from bettersynth_demo.tokenizers import train_lm_tokenizer
 
 COLORS = ["red", "green", "blue", "yellow", "black", "purple"]
 SHAPES = ["square", "circle"]

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from kfp import dsl
 
-from bettersynth.placement import ClusterProfile, place
+from bettersynth.platform.placement import ClusterProfile, place
 from components.evaluate_model.component import evaluate_model
 from components.merge_eval.component import merge_eval
 from components.promote_model.component import promote_model

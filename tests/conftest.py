@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bettersynth.demo.world import WorldConfig
+from bettersynth_demo.world import WorldConfig
 
 SMALL_WORLD = WorldConfig(
     n_seed_samples=24, n_instruct=16, n_textvqa=6, n_mmbench=4, n_heldout_textvqa=4, n_heldout_mmbench=3
@@ -29,7 +29,7 @@ def _isolated_score_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory):
-    from bettersynth.demo.world import build_world
+    from bettersynth_demo.world import build_world
 
     return build_world(tmp_path_factory.mktemp("world"), SMALL_WORLD)
 
@@ -37,8 +37,8 @@ def small_world(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pico_models(tmp_path_factory, small_world) -> Path:
     """``clip/``, ``captioner/`` and ``llava-base/`` under one model root, as the quickstart lays them out."""
-    from bettersynth.demo.models import build_tiny_captioner, build_tiny_clip, build_tiny_llava
-    from bettersynth.demo.world import all_texts
+    from bettersynth_demo.models import build_tiny_captioner, build_tiny_clip, build_tiny_llava
+    from bettersynth_demo.world import all_texts
 
     root = tmp_path_factory.mktemp("models")
     texts = all_texts(small_world)
@@ -51,8 +51,8 @@ def pico_models(tmp_path_factory, small_world) -> Path:
 @pytest.fixture(scope="session")
 def pico_causal_lm(tmp_path_factory, small_world) -> Path:
     """A pico ``LlamaForCausalLM`` directory (perplexity scorer, CapFusion fuser)."""
-    from bettersynth.demo.models import build_tiny_causal_lm
-    from bettersynth.demo.world import all_texts
+    from bettersynth_demo.models import build_tiny_causal_lm
+    from bettersynth_demo.world import all_texts
 
     return build_tiny_causal_lm(tmp_path_factory.mktemp("models") / "causal-lm", all_texts(small_world))
 
@@ -60,7 +60,7 @@ def pico_causal_lm(tmp_path_factory, small_world) -> Path:
 @pytest.fixture(scope="session")
 def pico_open_clip(tmp_path_factory) -> dict[str, Path]:
     """Pico open_clip models in the ``local-dir:`` layout: ``{"vit": dir, "convnext": dir}``."""
-    from bettersynth.demo.open_clip_models import build_tiny_open_clip
+    from bettersynth_demo.open_clip_models import build_tiny_open_clip
 
     root = tmp_path_factory.mktemp("open-clip")
     return {kind: build_tiny_open_clip(root / kind, kind) for kind in ("vit", "convnext")}

@@ -31,7 +31,7 @@ def train_align(
     from pathlib import Path
 
     from bettersynth.steps.train import train_align as run
-    from bettersynth.versioning import pointer_hash
+    from bettersynth.versioning.dvc import pointer_hash
 
     dataset_hash = pointer_hash(Path(dataset_pointer.path))
     result = run(Path(dataset.path), dataset_hash, Path(base_model), Path(train_config), seed, Path(aligned.path))

@@ -35,7 +35,7 @@ def train_finetune(
     from pathlib import Path
 
     from bettersynth.steps.train import train_finetune as run
-    from bettersynth.versioning import pointer_hash
+    from bettersynth.versioning.dvc import pointer_hash
 
     dataset_hash = pointer_hash(Path(dataset_pointer.path))
     result = run(Path(selection.path), seed, Path(dataset.path), dataset_hash, Path(base_model), Path(instruct_data),

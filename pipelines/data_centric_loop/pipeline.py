@@ -10,7 +10,7 @@ from typing import List, Sequence
 from kfp import dsl
 from kfp.dsl import Dataset
 
-from bettersynth.placement import ClusterProfile, place
+from bettersynth.platform.placement import ClusterProfile, place
 from components.caption_dataset.component import caption_dataset
 from components.filter_dataset.component import filter_dataset
 from pipelines.stages import model_steps

@@ -9,7 +9,7 @@ straddle shards). Locally, ``kfp.local`` runs it with at most two shards at once
 from kfp import dsl
 from kfp.dsl import Model
 
-from bettersynth.placement import ClusterProfile, place
+from bettersynth.platform.placement import ClusterProfile, place
 from components.evaluate_model.component import evaluate_model
 from components.merge_eval.component import merge_eval
 

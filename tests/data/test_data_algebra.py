@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bettersynth.core.sample import Sample, caption_text
 from bettersynth.data.algebra import Part, cap, load_variant, mix, repeat, replace
 from bettersynth.data.jsonl import write_samples
-from bettersynth.data.sample import Sample, caption_text
 
 
 @pytest.fixture()
@@ -98,7 +98,7 @@ def test_outputs_refuse_a_non_empty_directory(seed_dir, tmp_path):
 
 def test_cli_caps_and_versions_with_lineage(seed_dir, tmp_path, capsys):
     from bettersynth.cli.main import main
-    from bettersynth.versioning import list_variants
+    from bettersynth.versioning.dvc import list_variants
 
     workspace = tmp_path / "ws"
     out = tmp_path / "capped"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from bettersynth.data.algebra import load_variant
-from bettersynth.data.rounds import run_rounds
-from bettersynth.demo.world import all_texts
 from bettersynth.engine import clear_model_cache
-from bettersynth.recipe import Recipe
+from bettersynth.recipes.recipe import Recipe
+from bettersynth.recipes.rounds import run_rounds
+from bettersynth_demo.world import all_texts
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 CHALLENGE = ["challenge_similarity_032", "challenge_similarity_recaption", "challenge_recaption_refilter", "challenge_capfusion"]
@@ -24,7 +24,7 @@ CHALLENGE = ["challenge_similarity_032", "challenge_similarity_recaption", "chal
 @pytest.fixture(scope="module")
 def real_names_root(tmp_path_factory, small_world, pico_models, pico_causal_lm) -> Path:
     pytest.importorskip("diffusers")
-    from bettersynth.demo.synthesis_models import build_pico_model_root
+    from bettersynth_demo.synthesis_models import build_pico_model_root
 
     root = build_pico_model_root(tmp_path_factory.mktemp("real-names"), all_texts(small_world), pico_models / "clip", pico_causal_lm)
     yield root

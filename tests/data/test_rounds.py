@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from bettersynth.core.sample import Sample
 from bettersynth.data.algebra import load_variant, replace
 from bettersynth.data.jsonl import write_samples
-from bettersynth.data.rounds import RoundSelect, run_rounds, selects
-from bettersynth.data.sample import Sample
 from bettersynth.engine import ClipSimilarityTask, Engine, EngineSettings
 from bettersynth.ops import OpContext
-from bettersynth.recipe import Recipe
+from bettersynth.recipes.recipe import Recipe
+from bettersynth.recipes.rounds import RoundSelect, run_rounds, selects
 
 
 def recaption_recipe(low: float, high: float, refilter: float) -> Recipe:

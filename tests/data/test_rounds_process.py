@@ -16,11 +16,11 @@ from mlflow import MlflowClient
 from bettersynth.cli.data import apply
 from bettersynth.data.algebra import load_variant
 from bettersynth.data.jsonl import write_samples
-from bettersynth.demo.synthesis_models import REAL_NAMES, build_tiny_blip2
-from bettersynth.demo.world import all_texts
 from bettersynth.engine import clear_model_cache
+from bettersynth.reports.summary import collect_summary, format_summary
 from bettersynth.steps.process import ROUND_COUNTS, STEP_COUNTS, process_dataset
-from bettersynth.summary import collect_summary, format_summary
+from bettersynth_demo.synthesis_models import REAL_NAMES, build_tiny_blip2
+from bettersynth_demo.world import all_texts
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 RECAPTION = RECIPES / "challenge_recaption_refilter.yaml"
@@ -191,6 +191,6 @@ def test_data_apply_with_a_fraction_resumes_a_finished_run(small_world, pico_mod
     args = _apply_args(recipe, small_world.seed_jsonl.parent, tmp_path / "out", pico_models, fraction=0.5)
     apply(args)
     first = capsys.readouterr().out
-    with caplog.at_level(logging.INFO, logger="bettersynth.ops.runner"):
+    with caplog.at_level(logging.INFO, logger="bettersynth.recipes.runner"):
         apply(args)  # the seeded fraction is part of the fingerprint: the finished folder is reused
     assert capsys.readouterr().out == first and "nothing to do" in caplog.text

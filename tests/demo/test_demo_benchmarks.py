@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bettersynth.demo.benchmarks import circular_rows
-from bettersynth.demo.scene import WORDS
-from bettersynth.demo.world import TextVQAPaths, WorldConfig, WorldPaths, build_world
+from bettersynth_demo.benchmarks import circular_rows
+from bettersynth_demo.scene import WORDS
+from bettersynth_demo.world import TextVQAPaths, WorldConfig, WorldPaths, build_world
 
 PROMPT_RE = re.compile(
     r"^(?P<q>[^\n]+)\nReference OCR token: (?P<ocr>[^\n]+)\nAnswer the question using a single word or phrase\.$"
@@ -126,7 +126,7 @@ def test_demo_mmbench_tsv_with_circular_copies(world: WorldPaths, split: str, n:
 
 def test_demo_mmbench_answers_match_the_image(world: WorldPaths) -> None:
     """Colour questions: the answer's RGB is in the image; absent distractor colours are not."""
-    from bettersynth.demo.scene import COLOURS
+    from bettersynth_demo.scene import COLOURS
 
     _, rows = _read_tsv(world.mmbench_tsv)
     checked = 0

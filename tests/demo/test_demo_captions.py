@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from bettersynth.data.jsonl import read_jsonl
-from bettersynth.demo.render import cell_box
-from bettersynth.demo.scene import COLOURS
-from bettersynth.demo.world import WorldConfig, WorldPaths, build_world
+from bettersynth_demo.render import cell_box
+from bettersynth_demo.scene import COLOURS
+from bettersynth_demo.world import WorldConfig, WorldPaths, build_world
 
 COUNT = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
 GROUP_RE = re.compile(

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bettersynth.demo.models import build_tiny_captioner, build_tiny_clip, build_tiny_llava
-from bettersynth.demo.world import all_texts
+from bettersynth_demo.models import build_tiny_captioner, build_tiny_clip, build_tiny_llava
+from bettersynth_demo.world import all_texts
 
 BUILDERS = {"clip": build_tiny_clip, "captioner": build_tiny_captioner, "llava-base": build_tiny_llava}
 

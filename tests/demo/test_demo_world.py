@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bettersynth.core.sample import CHUNK_END, IMAGE_TOKEN, Sample
 from bettersynth.data.jsonl import read_jsonl
-from bettersynth.data.sample import CHUNK_END, IMAGE_TOKEN, Sample
-from bettersynth.demo.world import WorldConfig, WorldPaths, all_texts, build_world
+from bettersynth_demo.world import WorldConfig, WorldPaths, all_texts, build_world
 
 
 @pytest.fixture(scope="module")

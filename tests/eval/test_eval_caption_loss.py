@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from PIL import Image
-
 from bettersynth.eval import heldout_caption_loss, load_caption_records
-from bettersynth.train.data import IGNORE_INDEX
+from bettersynth.vlm.inputs import IGNORE_INDEX
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from bettersynth.eval import MMBench, TextVQA, evaluate, extract_choice, generate_answers
-from bettersynth.eval.generate import format_prompt
+from bettersynth.vlm.inputs import format_prompt
 
-models = pytest.importorskip("bettersynth.demo.models")
+models = pytest.importorskip("bettersynth_demo.models")
 
 
 @pytest.fixture(scope="module")

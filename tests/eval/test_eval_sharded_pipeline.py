@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bettersynth.pipeline_loader import load_pipeline_module
-from bettersynth.placement import load_profile
+from bettersynth.platform.pipeline_loader import load_pipeline_module
+from bettersynth.platform.placement import load_profile
 
 PROFILE = "k8s/profiles/generic.yaml"
 

@@ -6,7 +6,12 @@ from pathlib import Path
 import pytest
 
 from bettersynth.eval.textvqa import (
-    TextVQA, answer_scores, build_prompt, load_textvqa, parse_llava_text, vqa_accuracy,
+    TextVQA,
+    answer_scores,
+    build_prompt,
+    load_textvqa,
+    parse_llava_text,
+    vqa_accuracy,
 )
 
 OTHER = ["x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10"]

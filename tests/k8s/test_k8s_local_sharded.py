@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bettersynth.ops.runner import run_recipe
-from bettersynth.pipeline_loader import load_pipeline_module
-from bettersynth.placement import load_profile
-from bettersynth.recipe import Recipe
+from bettersynth.platform.pipeline_loader import load_pipeline_module
+from bettersynth.platform.placement import load_profile
+from bettersynth.recipes.recipe import Recipe
+from bettersynth.recipes.runner import run_recipe
 from bettersynth.steps.process import seeded_fraction
 
 FILTER = Path("recipes/quickstart_filter.yaml").resolve()

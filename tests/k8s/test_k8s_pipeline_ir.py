@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from bettersynth.pipeline_loader import load_pipeline_module
-from bettersynth.placement import PRIORITY_LABEL, ClusterProfile, load_profile
+from bettersynth.platform.pipeline_loader import load_pipeline_module
+from bettersynth.platform.placement import PRIORITY_LABEL, ClusterProfile, load_profile
 
 PROFILES = ("gke", "eks", "generic")
 # component (IR executor prefix) -> step name in the profiles
@@ -170,7 +170,7 @@ def test_every_evaluation_fans_out_over_eval_shards_and_merges(tmp_path):
 
 
 def test_build_options_reach_the_pipeline_and_unknown_ones_are_refused(tmp_path):
-    from bettersynth.submit import compile_package, parse_build_options
+    from bettersynth.platform.submit import compile_package, parse_build_options
 
     options = parse_build_options(["eval_shards=2", "parallelism=3"])
     assert options == {"eval_shards": 2, "parallelism": 3}

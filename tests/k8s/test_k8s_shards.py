@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bettersynth.ops.runner import run_recipe
-from bettersynth.recipe import Recipe
+from bettersynth.recipes.recipe import Recipe
+from bettersynth.recipes.runner import run_recipe
 from bettersynth.steps.process import seeded_fraction
 from bettersynth.steps.shards import cut_shard, fingerprint, merge_shards, plan_shards
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from bettersynth.cli.main import main
-from bettersynth.submit import SubmitSettings, check_arguments, compile_package, parse_arguments, submit
+from bettersynth.platform.submit import SubmitSettings, check_arguments, compile_package, parse_arguments, submit
 
 REQUIRED = {
     "workspace": "/mnt/data/workspace", "seed_dataset": "/mnt/data/seed", "filter_recipe": "/mnt/data/recipes/f.yaml",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from bettersynth.core.sample import Sample
 from bettersynth.data.algebra import load_variant
-from bettersynth.data.sample import Sample
 from bettersynth.engine import Engine, EngineSettings, Failure
 from bettersynth.engine.fusion import GenerationTask
 from bettersynth.ops import CapFusionMapper, OpContext

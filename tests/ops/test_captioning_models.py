@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bettersynth.data.sample import Sample
-from bettersynth.demo.synthesis_models import build_tiny_blip2, build_tiny_git
-from bettersynth.demo.world import all_texts
+from bettersynth.core.sample import Sample
 from bettersynth.engine import (
     ClipSimilarityTask,
     Engine,
@@ -16,6 +14,8 @@ from bettersynth.engine import (
     clear_model_cache,
 )
 from bettersynth.ops import ImageCaptioningMapper, OpContext
+from bettersynth_demo.synthesis_models import build_tiny_blip2, build_tiny_git
+from bettersynth_demo.world import all_texts
 
 
 @pytest.fixture(scope="module")

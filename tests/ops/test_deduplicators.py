@@ -12,8 +12,9 @@ import pytest
 from ops_testutil import write_jsonl
 from PIL import Image
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Engine, EngineSettings, Failure
+from bettersynth.engine.score_cache import ScoreCache
 from bettersynth.ops import OPERATORS, OpContext
 from bettersynth.ops.document_deduplicator import DocumentDeduplicator
 from bettersynth.ops.document_simhash_deduplicator import (
@@ -21,7 +22,6 @@ from bettersynth.ops.document_simhash_deduplicator import (
     split_on_punctuation,
 )
 from bettersynth.ops.image_deduplicator import ImageDeduplicator
-from bettersynth.ops.score_cache import ScoreCache
 from bettersynth.ops.simhash import SimhashIndex, hamming
 
 
@@ -104,8 +104,8 @@ def test_image_dedup_consider_text_state_per_instance_and_cache(pictures, tmp_pa
 
 
 def test_image_dedup_through_the_runner(pictures, tmp_path):
-    from bettersynth.ops.runner import run_recipe
-    from bettersynth.recipe import Recipe
+    from bettersynth.recipes.recipe import Recipe
+    from bettersynth.recipes.runner import run_recipe
 
     records = [s.to_json() for s in image_samples()]
     write_jsonl(tmp_path / "in.jsonl", records)
@@ -143,7 +143,7 @@ def reference_simhash(text: str, window: int = 6) -> int:
 
 
 def captions(small_world) -> list[str]:
-    from bettersynth.demo.world import all_texts
+    from bettersynth_demo.world import all_texts
 
     texts = [t for t in dict.fromkeys(all_texts(small_world)) if len(t.split()) >= 12][:10]
     long = " and ".join(texts[:3])

@@ -9,15 +9,14 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+from ops_testutil import write_image
 from PIL import Image
 
-from bettersynth.data.sample import Sample
-from bettersynth.demo.op_models import build_tiny_aesthetics_predictor
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Engine, EngineSettings, Failure
 from bettersynth.ops import ImageAestheticsFilter, OpContext
 from bettersynth.ops.image_aesthetics_filter import DEFAULT_SCORER
-
-from ops_testutil import write_image
+from bettersynth_demo.op_models import build_tiny_aesthetics_predictor
 
 
 @pytest.fixture(scope="module")

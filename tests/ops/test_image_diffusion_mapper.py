@@ -10,12 +10,12 @@ import pytest
 
 pytest.importorskip("diffusers")
 
+from bettersynth.core.sample import Sample
 from bettersynth.data.algebra import load_variant
-from bettersynth.data.sample import Sample
-from bettersynth.demo.synthesis_models import build_tiny_stable_diffusion
-from bettersynth.demo.world import all_texts
 from bettersynth.engine import Engine, EngineSettings, Failure, clear_model_cache
 from bettersynth.ops import ImageDiffusionMapper, OpContext
+from bettersynth_demo.synthesis_models import build_tiny_stable_diffusion
+from bettersynth_demo.world import all_texts
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from ops_testutil import write_image
 from PIL import Image, ImageOps
 
-from bettersynth.data.sample import Sample
-from bettersynth.demo.op_models import build_tiny_blip_itm
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Engine, EngineSettings, Failure
+from bettersynth.engine.score_cache import ScoreCache
 from bettersynth.ops import ImageTextMatchingFilter, OpContext
-from bettersynth.ops.score_cache import ScoreCache
-from bettersynth.recipe import Recipe
-
-from ops_testutil import write_image
+from bettersynth.recipes.recipe import Recipe
+from bettersynth_demo.op_models import build_tiny_blip_itm
 
 MULTI = "<__dj__image> <__dj__image> a red bus on the street <|__dj__eoc|> no image here <|__dj__eoc|> <__dj__image> blue dog <|__dj__eoc|>"
 TEXTS = ["a red bus on the street", "blue dog", "a cat", "green tree", "no image here"]

@@ -12,16 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
+from bettersynth.core.sample import Sample
 from bettersynth.data.jsonl import read_jsonl
-from bettersynth.data.sample import Sample
 from bettersynth.engine import Engine, EngineSettings, Failure
+from bettersynth.engine.score_cache import ScoreCache
 from bettersynth.ops import OPERATORS, OpContext
 from bettersynth.ops.image_text_perplexity_filter import (
     ImageTextPerplexityFilter,
     ratio_threshold,
 )
-from bettersynth.ops.score_cache import ScoreCache
-from bettersynth.ops.stream import NeedsDatasetPass
+from bettersynth.recipes.stream import NeedsDatasetPass
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +134,8 @@ def test_bounds_only_and_validation(pico_models, seed):
 
 
 def test_keep_ratio_through_the_streaming_runner(pico_models, seed, tmp_path):
-    from bettersynth.ops.runner import run_recipe
-    from bettersynth.recipe import Recipe
+    from bettersynth.recipes.recipe import Recipe
+    from bettersynth.recipes.runner import run_recipe
 
     root, samples = seed
     whole = make_op(pico_models, root, cache=ScoreCache(tmp_path / "c"), keep_ratio=0.5)

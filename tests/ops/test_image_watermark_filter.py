@@ -9,14 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from ops_testutil import write_image, write_jsonl
 from PIL import Image
 
-from bettersynth.data.sample import Sample
-from bettersynth.demo.op_models import build_tiny_aesthetics_predictor, build_tiny_blip_itm, build_tiny_watermark_detector
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Engine, EngineSettings, Failure
 from bettersynth.ops import ImageWatermarkFilter, OpContext
-
-from ops_testutil import write_image, write_jsonl
+from bettersynth_demo.op_models import (
+    build_tiny_aesthetics_predictor,
+    build_tiny_blip_itm,
+    build_tiny_watermark_detector,
+)
 
 DETECTOR = "amrul-hzz/watermark_detector"
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Engine, EngineSettings, Failure
+from bettersynth.engine.score_cache import ScoreCache
 from bettersynth.ops import OPERATORS, OpContext
 from bettersynth.ops.llm_perplexity_filter import LLMPerplexityFilter
-from bettersynth.ops.score_cache import ScoreCache
 
 TEXTS = [
     "a simple picture showing two red circles on the left",

@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from ops_testutil import write_image
 from PIL import Image, ImageOps
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Engine, EngineSettings, Failure
+from bettersynth.engine.score_cache import ScoreCache
 from bettersynth.ops import ImageTextSimilarityFilter, OpContext
-from bettersynth.ops.score_cache import ScoreCache
-
-from ops_testutil import write_image
 
 MULTI = "<__dj__image> <__dj__image> a red bus <|__dj__eoc|> no image here <|__dj__eoc|> <__dj__image> blue dog <|__dj__eoc|>"
 

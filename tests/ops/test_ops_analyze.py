@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from bettersynth.analyze import analyze_recipe
-from bettersynth.ops.runner import run_recipe
-from bettersynth.ops.words_num_filter import count_words
-from bettersynth.recipe import Recipe
-
 from ops_testutil import write_image, write_jsonl
+
+from bettersynth.ops.words_num_filter import count_words
+from bettersynth.recipes.recipe import Recipe
+from bettersynth.recipes.runner import run_recipe
+from bettersynth.reports.analyze import analyze_recipe
 
 TEXTS = ["a red bus", "a red bus on the street today", "one", "two words", "the blue dog sat on a mat", "x y z w"]
 

@@ -3,13 +3,12 @@
 from pathlib import Path
 
 import pytest
+from ops_testutil import write_image
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Engine, EngineSettings, Failure, clear_model_cache
 from bettersynth.ops import ImageCaptioningMapper, OpContext
 from bettersynth.ops.simhash import hamming, simhash
-
-from ops_testutil import write_image
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,13 @@
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from ops_testutil import write_image
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Engine, Failure
 from bettersynth.ops import ImageAspectRatioFilter, ImageShapeFilter, ImageSizeFilter, OpContext
 from bettersynth.ops.image_size_filter import size_to_bytes
-from bettersynth.recipe import Recipe
-
-from ops_testutil import write_image
+from bettersynth.recipes.recipe import Recipe
 
 SIZES = {"wide": (90, 30), "tall": (20, 80), "square": (50, 50)}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bettersynth.data.images import ImageError, load_image, normalise_rel, resolve_image
+from bettersynth.core.images import ImageError, load_image, normalise_rel, resolve_image
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from bettersynth.recipe import Recipe
+from bettersynth.recipes.recipe import Recipe
 
 GOOD = """
 project_name: demo

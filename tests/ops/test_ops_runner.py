@@ -5,11 +5,10 @@ import os
 from pathlib import Path
 
 import pytest
-
-from bettersynth.ops.runner import StepReport, run_recipe
-from bettersynth.recipe import Recipe
-
 from ops_testutil import write_image, write_jsonl
+
+from bettersynth.recipes.recipe import Recipe
+from bettersynth.recipes.runner import StepReport, run_recipe
 
 LONG = "a red bus on the street"
 
@@ -145,7 +144,7 @@ def test_ops_step_report_check_raises():
 def test_ops_runner_new_images_go_under_the_output_never_the_input(model_root, dataset, tmp_path):
     """Stable Diffusion re-synthesis through run_recipe: the input folder stays as it was."""
     pytest.importorskip("diffusers")
-    from bettersynth.demo.synthesis_models import build_tiny_stable_diffusion
+    from bettersynth_demo.synthesis_models import build_tiny_stable_diffusion
 
     input_jsonl, root = dataset
     sd = build_tiny_stable_diffusion(tmp_path / "sd", [LONG, "bus", "only text without any image at all"])

@@ -3,12 +3,11 @@
 from pathlib import Path
 
 import pytest
+from ops_testutil import write_image, write_jsonl
 
 from bettersynth.ops import ImageTextSimilarityFilter
-from bettersynth.ops.runner import run_recipe
-from bettersynth.recipe import Recipe
-
-from ops_testutil import write_image, write_jsonl
+from bettersynth.recipes.recipe import Recipe
+from bettersynth.recipes.runner import run_recipe
 
 
 def _rec(i, text="a red bus on the street"):

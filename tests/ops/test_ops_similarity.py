@@ -4,13 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from ops_testutil import write_image
 from PIL import Image, ImageOps
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Engine, EngineSettings, Failure
 from bettersynth.ops import ImageTextSimilarityFilter, OpContext
-
-from ops_testutil import write_image
 
 TEXT = "<__dj__image> <__dj__image> a red bus on the street <|__dj__eoc|> no image here <|__dj__eoc|> <__dj__image> blue dog <|__dj__eoc|>"
 

@@ -1,6 +1,6 @@
 import pytest
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.ops import WordsNumFilter
 from bettersynth.ops.words_num_filter import count_words
 

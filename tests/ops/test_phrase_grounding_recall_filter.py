@@ -12,7 +12,7 @@ import torch
 from ops_testutil import write_image
 from PIL import Image, ImageOps
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Engine, EngineSettings, Failure
 from bettersynth.ops import OPERATORS, OpContext
 from bettersynth.ops.noun_phrases import NltkDataError, load_tagger, noun_phrases
@@ -27,9 +27,9 @@ CAPTIONS = [
 
 @pytest.fixture(scope="module")
 def grounding(tmp_path_factory, small_world) -> dict[str, Path]:
-    from bettersynth.demo.grounding_models import build_tiny_owlvit
-    from bettersynth.demo.pos_tagger import build_demo_pos_tagger
-    from bettersynth.demo.world import all_texts
+    from bettersynth_demo.grounding_models import build_tiny_owlvit
+    from bettersynth_demo.pos_tagger import build_demo_pos_tagger
+    from bettersynth_demo.world import all_texts
 
     root = tmp_path_factory.mktemp("grounding")
     build_tiny_owlvit(root / "models" / "owlvit", all_texts(small_world) + CAPTIONS)

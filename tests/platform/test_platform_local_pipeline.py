@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 
-import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from bettersynth.demo.world import WorldConfig
-from bettersynth.quickstart import QuickstartConfig, run_quickstart
-from bettersynth.summary import format_summary
-from bettersynth.tracking import STEP_TAG, dvc_dataset_inputs
-from bettersynth.versioning import directory_hash, restore_variant
+from bettersynth.reports.summary import format_summary
+from bettersynth.tracking.runs import STEP_TAG, dvc_dataset_inputs
+from bettersynth.versioning.dvc import directory_hash, restore_variant
+from bettersynth_demo.quickstart import QuickstartConfig, run_quickstart
+from bettersynth_demo.world import WorldConfig
 
 TINY = WorldConfig(n_seed_samples=40, n_instruct=16, n_textvqa=6, n_mmbench=4, n_heldout_textvqa=4, n_heldout_mmbench=3)
 

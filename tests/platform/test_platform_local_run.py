@@ -7,7 +7,7 @@ import io
 import logging
 from pathlib import Path
 
-from bettersynth.local_run import StepLog, kfp_local_globals_restored
+from bettersynth.platform.local_run import StepLog, kfp_local_globals_restored
 
 
 def test_step_log_keeps_everything_and_shows_only_status_lines(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from bettersynth.pipeline_loader import load_pipeline_module
-from bettersynth.placement import ClusterProfile, load_profile
+from bettersynth.platform.pipeline_loader import load_pipeline_module
+from bettersynth.platform.placement import ClusterProfile, load_profile
 
 GPU_STEPS = ("filter", "caption", "train", "evaluate", "soup")
 

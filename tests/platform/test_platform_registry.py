@@ -1,6 +1,6 @@
 import pytest
 
-from bettersynth.registry import Registry
+from bettersynth.core.registry import Registry
 
 
 class Base:

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from bettersynth.versioning import directory_hash, list_variants, restore_variant, version_variant
+from bettersynth.versioning.dvc import directory_hash, list_variants, restore_variant, version_variant
 
 
 def _variant(tmp_path):
@@ -45,7 +45,7 @@ def test_restore_refuses_tampered_bytes(tmp_path):
 
 
 def test_images_shared_with_the_parent_are_stored_once(tmp_path):
-    from bettersynth.versioning import cache_objects
+    from bettersynth.versioning.dvc import cache_objects
 
     project = tmp_path / "project"
     parent = _variant(tmp_path)
@@ -63,7 +63,7 @@ def test_images_shared_with_the_parent_are_stored_once(tmp_path):
 
 
 def test_checkout_by_variant_name_or_hash(tmp_path):
-    from bettersynth.versioning import checkout
+    from bettersynth.versioning.dvc import checkout
 
     project = tmp_path / "project"
     version = version_variant(project, _variant(tmp_path), "v1")

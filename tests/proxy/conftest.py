@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from bettersynth.demo.proxy.world import (
+from bettersynth_demo.proxy.world import (
     ProxyWorldConfig,
     ProxyWorldPaths,
     build_proxy_world,
 )
-from bettersynth.demo.world import WorldConfig
+from bettersynth_demo.world import WorldConfig
 
 TINY = ProxyWorldConfig(
     world=WorldConfig(seed=2, n_seed_samples=60, mismatch_fraction=0.5, n_instruct=0, n_textvqa=4, n_mmbench=4,

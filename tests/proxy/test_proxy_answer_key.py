@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from bettersynth.demo.proxy.experiment import ProxyConfig, ProxyModels
-from bettersynth.demo.proxy.pipeline_run import (
+from bettersynth_demo.proxy.config import ProxyConfig, ProxyModels
+from bettersynth_demo.proxy.pipeline_run import (
     WORKSPACE_ARGUMENT,
     paths_reaching,
     pipeline_arguments,
     sealed,
 )
-from bettersynth.demo.proxy.recipes import RECIPES, write_recipe_files
-from bettersynth.demo.proxy.world import build_proxy_world
+from bettersynth_demo.proxy.recipes import RECIPES, write_recipe_files
+from bettersynth_demo.proxy.world import build_proxy_world
 
 
 @pytest.fixture

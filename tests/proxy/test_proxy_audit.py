@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from bettersynth.core.sample import Sample, caption_text
 from bettersynth.data.jsonl import read_jsonl, write_samples
 from bettersynth.data.provenance import with_provenance
-from bettersynth.data.sample import Sample, caption_text
-from bettersynth.demo.proxy.audit import is_truthful, label_report
+from bettersynth_demo.proxy.audit import is_truthful, label_report
 
 
 def test_truthful_exactly_when_not_corrupted(proxy) -> None:

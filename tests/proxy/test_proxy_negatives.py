@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from bettersynth.demo.proxy.audit import claims
-from bettersynth.demo.proxy.negatives import hard_negatives, swap_attribute
+from bettersynth_demo.proxy.audit import claims
+from bettersynth_demo.proxy.negatives import hard_negatives, swap_attribute
 
 CAPTION = "two red circles on the left and a blue square at the top, with a sign that reads CAT"
 

@@ -8,15 +8,17 @@ from pathlib import Path
 import pytest
 
 from bettersynth.data.jsonl import read_jsonl
-from bettersynth.demo.proxy.audit import scorer_auc
-from bettersynth.demo.proxy.scorer import (
+from bettersynth.recipes.recipe import Recipe
+from bettersynth.recipes.runner import run_recipe
+from bettersynth_demo.proxy.audit import scorer_auc
+from bettersynth_demo.proxy.scorer import (
     ScorerConfig,
     pair_similarities,
     roc_auc,
     threshold_from_clean,
     train_scorer,
 )
-from bettersynth.demo.proxy.world import (
+from bettersynth_demo.proxy.world import (
     ProxyWorldConfig,
     build_proxy_world,
     default_world,
@@ -24,9 +26,7 @@ from bettersynth.demo.proxy.world import (
     pretraining_texts,
     read_pairs,
 )
-from bettersynth.demo.world import WorldConfig
-from bettersynth.ops.runner import run_recipe
-from bettersynth.recipe import Recipe
+from bettersynth_demo.world import WorldConfig
 
 FAST = ScorerConfig(hidden_size=32, layers=1, heads=2, projection_dim=32, epochs=2, batch_size=16)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bettersynth.demo.proxy.experiment import RecipeRow, format_table
+from bettersynth_demo.proxy.experiment import RecipeRow, format_table
 
 
 def test_table_lists_seeds_mean_soups_and_audit() -> None:

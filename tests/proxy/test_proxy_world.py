@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from bettersynth.demo.benchmarks import TEXTVQA_PROMPT_SUFFIX
-from bettersynth.demo.proxy.base_model import (
+from bettersynth.eval.mmbench import ANSWER_SUFFIX
+from bettersynth.eval.textvqa import OCR_PREFIX, parse_llava_text
+from bettersynth_demo.benchmarks import TEXTVQA_PROMPT_SUFFIX
+from bettersynth_demo.proxy.base_model import (
     PROXY_CHAT_TEMPLATE,
     LMConfig,
     is_reading_chat,
     lm_documents,
 )
-from bettersynth.demo.proxy.world import (
+from bettersynth_demo.proxy.world import (
     ProxyWorldPaths,
     build_proxy_world,
     pretraining_corpus,
@@ -24,9 +26,7 @@ from bettersynth.demo.proxy.world import (
     read_pairs,
     scene_from_json,
 )
-from bettersynth.demo.tokenizers import train_lm_tokenizer
-from bettersynth.eval.mmbench import ANSWER_SUFFIX
-from bettersynth.eval.textvqa import OCR_PREFIX, parse_llava_text
+from bettersynth_demo.tokenizers import train_lm_tokenizer
 
 
 def _keys_of(paths: ProxyWorldPaths) -> set[tuple]:

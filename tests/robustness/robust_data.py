@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bettersynth.data.sample import caption_text
+from bettersynth.core.sample import caption_text
 
 CAPTION = "a small red bus parked on a quiet street"
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from robust_data import messy_dataset
 
-from bettersynth.recipe import Recipe
+from bettersynth.recipes.recipe import Recipe
 from bettersynth.steps.process import process_dataset
 
 

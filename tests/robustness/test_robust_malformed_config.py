@@ -11,11 +11,11 @@ import mlflow
 import pytest
 from PIL import Image
 
+from bettersynth.core.yaml_lines import load_model
 from bettersynth.eval.mmbench import MMBench
 from bettersynth.eval.textvqa import TextVQA
-from bettersynth.recipe import Recipe
+from bettersynth.recipes.recipe import Recipe
 from bettersynth.steps.process import process_dataset
-from bettersynth.yaml_lines import load_model
 
 GOOD_RECIPE = """\
 name: t
@@ -196,7 +196,7 @@ def test_robust_textvqa_annotations_not_json_names_the_line(tmp_path):
 
 
 def test_robust_malformed_train_yaml_names_file_line_and_field(tmp_path):
-    from bettersynth.steps.train import TrainPlan
+    from bettersynth.steps.train_plan import TrainPlan
 
     path = tmp_path / "train.yaml"
     path.write_text("align:\n  lr: 0.001\nsample_cap: lots\ndeepspeed:\n  offload_optimzer: true\n")
@@ -208,7 +208,7 @@ def test_robust_malformed_train_yaml_names_file_line_and_field(tmp_path):
 
 
 def test_robust_train_yaml_stage_typo_fails_on_load_naming_stage_and_key(tmp_path):
-    from bettersynth.steps.train import TrainPlan
+    from bettersynth.steps.train_plan import TrainPlan
 
     path = tmp_path / "train.yaml"
     path.write_text("sample_cap: 100\nfinetune:\n  learning_rat: 0.001\n")

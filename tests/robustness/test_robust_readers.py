@@ -7,9 +7,9 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bettersynth.core.sample import IMAGE_TOKEN, Sample, SampleError
 from bettersynth.data.jsonl import BadLine, read_jsonl
 from bettersynth.data.llava import LlavaRecordError, validate_record
-from bettersynth.data.sample import IMAGE_TOKEN, Sample, SampleError
 from bettersynth.eval.normalize import normalize_answer
 
 json_values = st.recursive(

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from robust_data import clean_dataset, write_lines
 
-from bettersynth.ops.runner import run_recipe
-from bettersynth.ops.step_files import CHECKPOINT, OUTPUTS, REPORT, RESUME_DIR
-from bettersynth.recipe import Recipe
+from bettersynth.recipes.recipe import Recipe
+from bettersynth.recipes.runner import run_recipe
+from bettersynth.recipes.step_files import CHECKPOINT, OUTPUTS, REPORT, RESUME_DIR
 from bettersynth.steps.process import process_dataset
 
 CHUNK = 4

@@ -24,13 +24,13 @@ import yaml
 from mlflow.exceptions import MlflowException
 from robust_data import clean_dataset
 
-from bettersynth.ops.runner import run_recipe
-from bettersynth.recipe import Recipe
-from bettersynth.retry import ServiceUnavailable
+from bettersynth.core.retry import ServiceUnavailable
+from bettersynth.recipes.recipe import Recipe
+from bettersynth.recipes.runner import run_recipe
 from bettersynth.steps.process import process_dataset
 from bettersynth.steps.version import version_dataset
-from bettersynth.tracking import step_run
-from bettersynth.versioning import ENDPOINT_ENV, REMOTE_ENV, directory_hash
+from bettersynth.tracking.runs import step_run
+from bettersynth.versioning.dvc import ENDPOINT_ENV, REMOTE_ENV, directory_hash
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow  # each test starts real servers twice

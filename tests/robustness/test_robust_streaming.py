@@ -10,10 +10,10 @@ import statistics
 import pytest
 from robust_data import good_record, write_lines, write_png
 
-from bettersynth.data.sample import Sample, caption_text, clean_text
+from bettersynth.core.sample import Sample, caption_text, clean_text
 from bettersynth.ops import OPERATORS, Filter, OpConfig
-from bettersynth.ops.runner import run_recipe
-from bettersynth.recipe import Recipe
+from bettersynth.recipes.recipe import Recipe
+from bettersynth.recipes.runner import run_recipe
 
 
 class CaptionDedupFilter(Filter):

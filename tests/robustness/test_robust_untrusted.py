@@ -18,8 +18,8 @@ import torch
 import yaml
 from robust_data import clean_dataset
 
-from bettersynth.ops.runner import run_recipe
-from bettersynth.recipe import Recipe
+from bettersynth.recipes.recipe import Recipe
+from bettersynth.recipes.runner import run_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 SCANNED = [REPO / "src" / "bettersynth", REPO / "pipelines", REPO / "components"]

@@ -98,7 +98,7 @@ def mlflow_store(_empty_mlflow_db: Path, tmp_path: Path, monkeypatch: pytest.Mon
     import mlflow
     from mlflow import MlflowClient
 
-    from bettersynth.tracking import PARENT_RUN_ENV
+    from bettersynth.tracking.runs import PARENT_RUN_ENV
 
     db = tmp_path / "mlflow.db"
     shutil.copy(_empty_mlflow_db, db)

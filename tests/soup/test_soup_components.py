@@ -9,7 +9,7 @@ import torch
 from kfp.dsl import Metrics, Model
 from safetensors.torch import load_file
 
-from bettersynth.tracking import PARENT_RUN_ENV
+from bettersynth.tracking.runs import PARENT_RUN_ENV
 from components.promote_model.component import promote_model
 from components.register_model.component import register_model
 from components.soup_models.component import soup_models

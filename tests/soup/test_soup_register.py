@@ -15,7 +15,7 @@ from bettersynth.steps.register import (
     register_version,
     soup_tags,
 )
-from bettersynth.tracking import PARENT_RUN_ENV
+from bettersynth.tracking.runs import PARENT_RUN_ENV
 
 
 def source_run() -> str:

@@ -81,8 +81,9 @@ def test_soup_step_refusals(points, mlflow_store, tmp_path):
 @pytest.mark.slow
 def test_soup_step_greedy_runs_the_real_eval(small_world, pico_models, mlflow_store, tmp_path):
     """Greedy over the pico LLaVA and a perturbed copy, scored by the eval step on the held-out split."""
-    from safetensors.torch import save_file
     import shutil
+
+    from safetensors.torch import save_file
 
     base = pico_models / "llava-base"
     noisy = tmp_path / "noisy"

@@ -7,9 +7,9 @@ import os
 
 import mlflow
 import pytest
-
-from bettersynth.demo.world import WorldConfig
 from tracking_servers import mlflow_server, postgres_missing, postgres_server
+
+from bettersynth_demo.world import WorldConfig
 
 PIPELINE_WORLD = WorldConfig(n_seed_samples=40, n_instruct=16, n_textvqa=6, n_mmbench=4, n_heldout_textvqa=4, n_heldout_mmbench=3)
 
@@ -51,7 +51,7 @@ def tracking_to():
 @pytest.fixture(scope="session")
 def pipeline_run(sqlite_server, tmp_path_factory):
     """The quickstart pipeline (one seed, one soup) logged to the sqlite server; (workspace, summary)."""
-    import bettersynth.quickstart as quickstart
+    import bettersynth_demo.quickstart as quickstart
 
     workspace = tmp_path_factory.mktemp("pipeline-workspace")
     previous_uri, previous_env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")

@@ -11,9 +11,9 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from bettersynth.cli.main import main
-from bettersynth.compare import collect_rows, sort_rows
-from bettersynth.tracking import STEP_TAG
-from bettersynth.versioning import checkout, directory_hash, ensure_dvc_project
+from bettersynth.reports.compare import collect_rows, sort_rows
+from bettersynth.tracking.runs import STEP_TAG
+from bettersynth.versioning.dvc import checkout, directory_hash, ensure_dvc_project
 
 pytestmark = pytest.mark.slow
 

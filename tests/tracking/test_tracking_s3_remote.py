@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bettersynth.versioning import ENDPOINT_ENV, REMOTE_ENV, cache_objects, checkout, directory_hash, version_variant
+from bettersynth.versioning.dvc import (
+    ENDPOINT_ENV,
+    REMOTE_ENV,
+    cache_objects,
+    checkout,
+    directory_hash,
+    version_variant,
+)
 
 pytest.importorskip("dvc_s3", reason="dvc-s3 is not installed")
 boto3 = pytest.importorskip("boto3")

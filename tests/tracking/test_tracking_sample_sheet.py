@@ -6,7 +6,7 @@ import json
 
 from PIL import Image
 
-from bettersynth.sample_sheet import pick_cards, stat_values, write_step_pictures
+from bettersynth.reports.sample_sheet import pick_cards, stat_values, write_step_pictures
 
 
 def _write(path, rows):

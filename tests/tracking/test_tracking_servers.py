@@ -15,11 +15,11 @@ import yaml
 from mlflow import MlflowClient
 
 from bettersynth.cli.main import main
-from bettersynth.compare import collect_rows
+from bettersynth.reports.compare import collect_rows
 from bettersynth.steps.process import process_dataset
 from bettersynth.steps.version import version_dataset
-from bettersynth.tracking import PARENT_RUN_ENV, dvc_dataset_inputs, ensure_experiment, log_dataset_input, step_run
-from bettersynth.versioning import checkout, directory_hash, ensure_dvc_project, list_variants
+from bettersynth.tracking.runs import PARENT_RUN_ENV, dvc_dataset_inputs, ensure_experiment, log_dataset_input, step_run
+from bettersynth.versioning.dvc import checkout, directory_hash, ensure_dvc_project, list_variants
 
 FILTER = {"name": "keep-most", "process": [{"words_num_filter": {"min_num": 10}}, {"image_text_similarity_filter": {"hf_clip": "clip", "min_score": -1.0}}]}
 CAPTION = {"name": "recap-half", "process": [{"image_captioning_mapper": {"hf_img2seq": "captioner", "keep_original_sample": False, "max_new_tokens": 8}}]}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from bettersynth.demo.models import build_tiny_llava
+from bettersynth_demo.models import build_tiny_llava
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220), "yellow": (230, 220, 40)}
 SHAPES = ("square", "circle")
@@ -86,7 +86,7 @@ def lm_dir(tmp_path_factory, caption_records, chat_records) -> Path:
     """A tiny HF causal LM (Llama, width 64) with its own tokenizer, saved as users have one."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from bettersynth.demo.tokenizers import train_lm_tokenizer
+    from bettersynth_demo.tokenizers import train_lm_tokenizer
 
     root = tmp_path_factory.mktemp("lm")
     texts = [t["value"] for r in caption_records + chat_records for t in r["conversations"]] * 4

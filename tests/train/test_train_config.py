@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from bettersynth.train import StageConfig, defaults_for, resolve_dtype
+from bettersynth.core.device import resolve_dtype
+from bettersynth.train import StageConfig, defaults_for
 
 
 def test_stage_defaults_follow_the_recipe():

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
+from bettersynth.platform.trainjob import MultiNodeJob, pytorchjob_manifest, trainjob_manifest
 from bettersynth.train import defaults_for
 from bettersynth.train.launch import JobCancelled, JobFailed, JobTimeout, delete_job, submit_and_wait
-from bettersynth.train.multinode import MultiNodeJob, pytorchjob_manifest, trainjob_manifest
 from tests.train.fake_k8s import clusters
 from tests.train.fake_k8s import condition as _condition
 

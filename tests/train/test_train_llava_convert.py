@@ -1,9 +1,14 @@
 import pytest
 
+from bettersynth.core.sample import Sample, SampleError, caption_text
 from bettersynth.data.llava import (
-    LlavaRecordError, dj_to_llava, llava_questions, llava_to_dj, read_llava_json, write_llava_json,
+    LlavaRecordError,
+    dj_to_llava,
+    llava_questions,
+    llava_to_dj,
+    read_llava_json,
+    write_llava_json,
 )
-from bettersynth.data.sample import Sample, SampleError, caption_text
 
 CHAT = {
     "id": "000000033471",

@@ -1,5 +1,6 @@
 """LLaVA and Mini-Gemini built from separate local parts: weights carried over, shapes, gradients, freezing."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -7,14 +8,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
-from bettersynth.demo.models import build_tiny_clip
-from bettersynth.demo.tokenizers import train_lm_tokenizer
-from bettersynth.models import load_vlm, vlm_class
-from bettersynth.models.aux_tower import AuxTowerSpec, build_aux_tower
-from bettersynth.models.builder import build_llava, build_mini_gemini
-from bettersynth.models.mgm import MiniGeminiForConditionalGeneration
-from bettersynth.models.mining import PatchInfoMining
 from bettersynth.train import defaults_for, freeze_for_stage, train_stage
+from bettersynth.vlm import load_vlm, vlm_class
+from bettersynth.vlm.aux_tower import AuxTowerSpec, build_aux_tower
+from bettersynth.vlm.builder import build_llava, build_mini_gemini
+from bettersynth.vlm.mgm import MiniGeminiForConditionalGeneration
+from bettersynth.vlm.mining import PatchInfoMining
+from bettersynth_demo.models import build_tiny_clip
+from bettersynth_demo.tokenizers import train_lm_tokenizer
 
 # convnext_atto (open_clip preset convnext_base with its trunk swapped): 3.4M params, 64 px -> 2x2 map.
 PICO_AUX = AuxTowerSpec(
@@ -96,7 +97,7 @@ def built_llava(parts, tmp_path_factory) -> Path:
 
 def test_llava_builder_carries_both_parts_and_a_fresh_projector(built_llava, parts):
     clip_dir, lm_dir = parts
-    model = load_vlm(built_llava)
+    model = load_vlm(built_llava).model
     vision, lm = CLIPVisionModel.from_pretrained(clip_dir), LlamaForCausalLM.from_pretrained(lm_dir)
     for got, want in ((model.model.vision_tower, vision), (model.model.language_model, lm.model),
                       (model.lm_head, lm.lm_head)):
@@ -130,13 +131,13 @@ def built_mgm(parts, tmp_path_factory) -> Path:
 def test_mini_gemini_saves_loads_and_keeps_the_aux_weights(built_mgm):
     model_dir, aux_model = built_mgm
     assert vlm_class(model_dir) is MiniGeminiForConditionalGeneration
-    model = load_vlm(model_dir)
+    model = load_vlm(model_dir).model
     for name, tensor in aux_model.state_dict().items():
         assert torch.equal(model.model.aux_tower.state_dict()[name], tensor), name
 
 
 def test_mini_gemini_freezing_and_gradient_flow_in_stage_one(built_mgm):
-    model = load_vlm(built_mgm[0])
+    model = load_vlm(built_mgm[0]).model
     counts = freeze_for_stage(model, "align")
     mining = sum(p.numel() for p in model.model.patch_mining.parameters())
     projector = sum(p.numel() for p in model.model.multi_modal_projector.parameters())
@@ -168,3 +169,44 @@ def test_mini_gemini_trains_stage_one_with_its_processor(built_mgm, caption_reco
         changed = not torch.equal(before[name], after[name])
         assert changed == ("patch_mining" in name or "multi_modal_projector" in name), name
     assert any("patch_mining" in name for name in before) and result.steps == 2
+
+
+@pytest.fixture(params=["llava", "mgm"])
+def any_vlm(request, built_llava, built_mgm) -> Path:
+    """The same consumers run on both architectures: one loader serves them all."""
+    return built_llava if request.param == "llava" else built_mgm[0]
+
+
+def test_one_loader_gives_the_class_every_weight_and_the_processor(any_vlm, tmp_path):
+    vlm = load_vlm(any_vlm, dtype=torch.float32)
+    assert type(vlm.model) is vlm_class(any_vlm)
+    vlm.model.save_pretrained(tmp_path)  # nothing dropped, nothing freshly initialised: the same tensors come back
+    saved, again = load_file(any_vlm / "model.safetensors"), load_file(tmp_path / "model.safetensors")
+    assert saved.keys() == again.keys() and all(torch.equal(saved[k], again[k]) for k in saved)
+    size = vlm.model.config.aux_tower["image_size"] if "aux_tower" in vlm.model.config else 32
+    assert vlm.processor.image_processor.crop_size["height"] == size  # the processor saved beside the weights
+
+
+def test_generation_caption_loss_and_perplexity_op_load_either_architecture(any_vlm, image_root, caption_records):
+    from bettersynth.core.sample import Sample
+    from bettersynth.engine import Engine, EngineSettings
+    from bettersynth.engine.perplexity import CaptionPerplexityTask
+    from bettersynth.eval import generate_answers
+    from bettersynth.eval.benchmark import EvalItem
+    from bettersynth.eval.caption_loss import heldout_caption_loss
+
+    items = [EvalItem(f"q{i}", image_root / "imgs" / f"{i}.png", "What colour is it?") for i in range(3)]
+    answers = generate_answers(any_vlm, items, batch_size=2, max_new_tokens=3, device="cpu")
+    assert list(answers) == ["q0", "q1", "q2"]
+    loss = heldout_caption_loss(any_vlm, caption_records[:4], image_root, batch_size=2, device="cpu")
+    assert loss.samples == 4 and loss.tokens > 0 and math.isfinite(loss.loss)
+    samples = [Sample(r["id"], f"<__dj__image> {r['conversations'][1]['value']}", images=[r["image"]])
+               for r in caption_records[:4]]
+    results = Engine(EngineSettings(batch_size=2, num_workers=0), dataset_root=image_root).run(
+        CaptionPerplexityTask(model_path=any_vlm), samples)
+    assert all(isinstance(result, dict) for result in results), results
+    perplexities = [value for result in results for value in result.values()]
+    assert len(perplexities) == 4 and all(math.isfinite(p) and p > 1 for p in perplexities)
+    # The op's number is the stage-1 training loss of that sample, as caption loss measures it.
+    by_id = {r["id"]: r["loss"] for r in loss.records}
+    assert perplexities[0] == pytest.approx(math.exp(by_id[samples[0].id]), rel=1e-4)

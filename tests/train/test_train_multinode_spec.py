@@ -7,10 +7,11 @@ import mlflow
 import pytest
 import yaml
 
-from bettersynth.placement import PRIORITY_LABEL
-from bettersynth.steps.train import StageCall, TrainPlan, runner_for
+from bettersynth.platform.placement import PRIORITY_LABEL
+from bettersynth.platform.trainjob import torchrun_command
+from bettersynth.steps.train import runner_for
+from bettersynth.steps.train_plan import StageCall, TrainPlan
 from bettersynth.steps.train_remote import RemoteRunner, mlflow_env
-from bettersynth.train.multinode import torchrun_command
 
 PROFILE = Path(__file__).parents[2] / "k8s" / "profiles" / "gke.yaml"
 RECORDS = [{"id": "1", "image": "a.png", "conversations": [{"from": "human", "value": "<image>"},

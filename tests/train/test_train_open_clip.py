@@ -8,10 +8,10 @@ import open_clip
 import pytest
 import torch
 
-from bettersynth.models import load_vlm
-from bettersynth.models.aux_tower import AuxTowerSpec, build_aux_tower
-from bettersynth.models.builder import build_llava, build_mini_gemini, load_vision_tower
 from bettersynth.train import defaults_for, freeze_for_stage, train_stage
+from bettersynth.vlm import load_vlm
+from bettersynth.vlm.aux_tower import AuxTowerSpec, build_aux_tower
+from bettersynth.vlm.builder import build_llava, build_mini_gemini, load_vision_tower
 
 
 def test_open_clip_vit_converts_exactly(pico_open_clip):
@@ -49,7 +49,7 @@ def oc_llava(pico_open_clip, lm_dir, tmp_path_factory) -> Path:
 
 def test_llava_from_open_clip_vit_freezes_and_trains_the_projector(oc_llava, pico_open_clip, caption_records,
                                                                      image_root, tmp_path):
-    model = load_vlm(oc_llava)
+    model = load_vlm(oc_llava).model
     reference = open_clip.create_model(f"local-dir:{pico_open_clip['vit']}").eval()
     pixels = torch.randn(1, 3, 32, 32)
     with torch.no_grad():  # the saved tower is still the open_clip one
@@ -70,7 +70,7 @@ def test_mini_gemini_with_open_clip_towers(pico_open_clip, lm_dir, tmp_path):
     out = build_mini_gemini(f"local-dir:{pico_open_clip['vit']}", lm_dir, spec, tmp_path / "mgm", mining_window=2)
     saved = json.loads((out / "config.json").read_text())["aux_tower"]
     assert saved["checkpoint"] is None and saved["model_cfg"] == spec.model_cfg  # loads without the folder
-    model = load_vlm(out)
+    model = load_vlm(out).model
     trunk = open_clip.create_model(f"local-dir:{pico_open_clip['convnext']}").visual.trunk.state_dict()
     assert model.model.aux_tower.trunk.state_dict().keys() == trunk.keys()
     assert all(torch.equal(t, trunk[n]) for n, t in model.model.aux_tower.trunk.state_dict().items())

@@ -5,9 +5,9 @@ import sys
 import pytest
 import yaml
 
+from bettersynth.platform.trainjob import MultiNodeJob, pytorchjob_manifest, trainjob_manifest
 from bettersynth.train import defaults_for
 from bettersynth.train.deepspeed import DeepSpeedSettings, deepspeed_config, require_deepspeed, use_deepspeed
-from bettersynth.train.multinode import MultiNodeJob, pytorchjob_manifest, trainjob_manifest
 
 
 @pytest.mark.parametrize("world_size, per_device, accumulation", [(1, 32, 8), (8, 32, 1), (4, 16, 4)])

@@ -8,7 +8,8 @@ import yaml
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
-from bettersynth.steps.train import SELECTION_FILE, TrainPlan, select_seeds, train_align, train_finetune, train_model
+from bettersynth.steps.train import SELECTION_FILE, select_seeds, train_align, train_finetune, train_model
+from bettersynth.steps.train_plan import TrainPlan
 
 PLAN = {
     "align": {"global_batch_size": 8, "per_device_batch_size": 4, "max_length": 64, "learning_rate": 1e-2},
@@ -101,7 +102,7 @@ def test_step_metrics_arrive_in_batches_and_all_arrive(mlflow_store):
     """Per-step metrics go out every `every` steps and on flush; none is lost, none doubled."""
     import mlflow
 
-    from bettersynth.steps.train import StepMetrics
+    from bettersynth.steps.train_plan import StepMetrics
 
     log = StepMetrics("align", every=2)
     with mlflow.start_run() as run:

@@ -5,7 +5,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from bettersynth.train import IGNORE_INDEX, LlavaCollator, LlavaDataset, defaults_for, plan_steps, train_stage
+from bettersynth.train import defaults_for, plan_steps, train_stage
+from bettersynth.vlm.inputs import IGNORE_INDEX, LlavaCollator, LlavaDataset
 
 TINY = dict(global_batch_size=8, per_device_batch_size=4, num_epochs=2, max_length=128, seed=7)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def _parent_hash(path: Path) -> str | None:
     """The DVC hash of a source variant when it is tracked (``<dir>.dvc`` beside it)."""
-    from bettersynth.versioning import pointer_hash
+    from bettersynth.versioning.dvc import pointer_hash
 
     pointer = path.with_name(path.name + ".dvc")
     return pointer_hash(pointer) if pointer.exists() else None
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         sources = [Path(args.source), Path(args.replacement)]
     print(json.dumps(asdict(report), indent=2, default=str))
     if args.version:
-        from bettersynth.versioning import version_variant
+        from bettersynth.versioning.dvc import version_variant
 
         lineage = {"op": report.op, "params": report.params, "parents": [
             {"path": str(s), "dataset_hash": _parent_hash(s)} for s in sources

@@ -10,8 +10,8 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> int:
     import mlflow
 
-    from bettersynth.analyze import analyze_recipe
-    from bettersynth.recipe import Recipe
+    from bettersynth.recipes.recipe import Recipe
+    from bettersynth.reports.analyze import analyze_recipe
 
     if not args.recipe:
         raise SystemExit("analyze: a recipe YAML is required, e.g. bettersynth analyze recipe.yaml --input data.jsonl")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SORT_KEYS = ("textvqa", "mmbench_circular", "score", "kept")  # bettersynth.compare.SORT_KEYS, kept import-free for a fast CLI
+SORT_KEYS = ("textvqa", "mmbench_circular", "score", "kept")  # bettersynth.reports.compare.SORT_KEYS, kept import-free for a fast CLI
 
 
 def run(args: argparse.Namespace) -> int:
     import mlflow
 
-    from bettersynth.compare import collect_rows, format_table, sort_rows, write_chart
-    from bettersynth.tracking import cli_tracking_uri
+    from bettersynth.reports.compare import collect_rows, format_table, sort_rows, write_chart
+    from bettersynth.tracking.runs import cli_tracking_uri
 
     mlflow.set_tracking_uri(cli_tracking_uri(Path(args.workspace), args.tracking_uri))
     rows = sort_rows(collect_rows(args.experiment), args.sort_by)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from bettersynth.submit import compile_package, parse_build_options
+    from bettersynth.platform.submit import compile_package, parse_build_options
 
     compile_package(args.pipeline, args.profile, Path(args.output), args.soup_methods, parse_build_options(args.build))
     print(f"wrote {args.output} for profile {args.profile}")

@@ -9,8 +9,8 @@ from pathlib import Path
 def checkout(args: argparse.Namespace) -> int:
     import mlflow
 
-    from bettersynth.tracking import cli_tracking_uri
-    from bettersynth.versioning import checkout as restore
+    from bettersynth.tracking.runs import cli_tracking_uri
+    from bettersynth.versioning.dvc import checkout as restore
 
     mlflow.set_tracking_uri(cli_tracking_uri(Path(args.workspace), args.tracking_uri))
     path, resolved = restore(Path(args.workspace), args.reference, args.name)
@@ -19,7 +19,7 @@ def checkout(args: argparse.Namespace) -> int:
 
 
 def history(args: argparse.Namespace) -> int:
-    from bettersynth.versioning import list_variants
+    from bettersynth.versioning.dvc import list_variants
 
     for variant in list_variants(Path(args.workspace)):
         print(f"{variant['name']:<24}{variant['dataset_hash']:<40}{variant['meta']}")
@@ -30,8 +30,8 @@ def demo(args: argparse.Namespace) -> int:
     """Stage ``demo`` of dvc.yaml: the demo world and the tiny models the recipes name."""
     import yaml
 
-    from bettersynth.demo.world import WorldConfig
-    from bettersynth.quickstart import prepare_inputs
+    from bettersynth_demo.quickstart import prepare_inputs
+    from bettersynth_demo.world import WorldConfig
 
     settings = yaml.safe_load(Path(args.params).read_text()) or {}
     try:
@@ -49,9 +49,9 @@ def apply(args: argparse.Namespace) -> int:
     A multi-round recipe runs round by round (``run_rounds``) and prints each round's counts."""
     from dataclasses import asdict
 
-    from bettersynth.data.rounds import run_rounds
-    from bettersynth.ops.runner import run_recipe
-    from bettersynth.recipe import Recipe
+    from bettersynth.recipes.recipe import Recipe
+    from bettersynth.recipes.rounds import run_rounds
+    from bettersynth.recipes.runner import run_recipe
     from bettersynth.steps.process import seeded_fraction
 
     recipe = Recipe.load(args.recipe)

@@ -10,12 +10,8 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from bettersynth.demo.proxy.experiment import (
-        ProxyConfig,
-        ProxyModels,
-        format_table,
-        run_proxy,
-    )
+    from bettersynth_demo.proxy.config import ProxyConfig, ProxyModels
+    from bettersynth_demo.proxy.experiment import format_table, run_proxy
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from bettersynth.demo.world import WorldConfig
-    from bettersynth.quickstart import QuickstartConfig, run_quickstart
-    from bettersynth.summary import format_summary
+    from bettersynth.reports.summary import format_summary
+    from bettersynth_demo.quickstart import QuickstartConfig, run_quickstart
+    from bettersynth_demo.world import WorldConfig
 
     config = QuickstartConfig(
         workspace=Path(args.workspace), seeds=args.seeds, world=WorldConfig(n_seed_samples=args.samples),

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bettersynth.soup.ingredients import resolve_ingredients
     from bettersynth.steps.soup import heldout_evaluator, run_soup
-    from bettersynth.tracking import ensure_experiment
+    from bettersynth.tracking.runs import ensure_experiment
 
     if args.tracking_uri:
         mlflow.set_tracking_uri(args.tracking_uri)

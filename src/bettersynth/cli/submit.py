@@ -9,7 +9,13 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from bettersynth.submit import SubmitSettings, compile_package, parse_arguments, parse_build_options, submit
+    from bettersynth.platform.submit import (
+        SubmitSettings,
+        compile_package,
+        parse_arguments,
+        parse_build_options,
+        submit,
+    )
 
     host = args.host or os.environ.get("KF_PIPELINES_ENDPOINT")
     if not host:

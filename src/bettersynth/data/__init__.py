@@ -1,1 +1,1 @@
-"""Dataset formats (Data-Juicer jsonl, LLaVA json) and safe image access."""
+"""Dataset formats: Data-Juicer jsonl, LLaVA json, provenance, variant algebra."""

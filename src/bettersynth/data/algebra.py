@@ -22,11 +22,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bettersynth.data.images import resolve_image
+from bettersynth.core.images import resolve_image
+from bettersynth.core.sample import Sample
 from bettersynth.data.jsonl import read_jsonl, write_samples
 from bettersynth.data.provenance import source_id as provenance_source
 from bettersynth.data.provenance import with_provenance
-from bettersynth.data.sample import Sample
 
 SAMPLES = "samples.jsonl"
 CHALLENGE_CAP_SEED = 1024  # the Better Synth challenge's subsample seed

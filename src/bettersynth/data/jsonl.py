@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from bettersynth.data.sample import Sample, SampleError
+from bettersynth.core.sample import Sample, SampleError
 
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a longer line is rejected unread (a 1 MB caption is fine)
 _SKIP_BLOCK = 1 << 20

@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from bettersynth.data.sample import CHUNK_END, IMAGE_TOKEN, Sample, SampleError, caption_text, clean_text
+from bettersynth.core.sample import CHUNK_END, IMAGE_TOKEN, Sample, SampleError, caption_text, clean_text
 
 LLAVA_IMAGE_TOKEN = "<image>"
 HUMAN, GPT = "human", "gpt"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 
 KEY = "provenance"
 

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from bettersynth.engine.image_classification import PerImageTask
-from bettersynth.engine.task import Row
 from bettersynth.engine.models import MODEL_LOADERS, ModelBundle
+from bettersynth.engine.task import Row
 
 HEAD_KEY = re.compile(r"^(?:layers\.(\d+)|predictor)\.(weight|bias)$")  # V2 stack / V1 linear
 LAION_SCALE = 10.0  # LAION predictors rate 0..10; Data-Juicer divides by this to get 0..1

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine.models import ModelBundle
 from bettersynth.engine.task import InferenceTask, Row, image_rows
 

@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.registry import Registry
+from bettersynth.core.sample import Sample
 from bettersynth.engine.models import ModelBundle
 from bettersynth.engine.open_clip_loader import is_open_clip_dir
 from bettersynth.engine.task import InferenceTask, Row, image_rows
-from bettersynth.registry import Registry
 
 
 def _pooled(features: Any) -> torch.Tensor:

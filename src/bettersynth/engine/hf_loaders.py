@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from bettersynth.engine.models import MODEL_LOADERS, ModelBundle
+from bettersynth.vlm import VLMS, load_vlm, vlm_model_type
 
 
 @MODEL_LOADERS.register("hf_clip")
@@ -25,16 +26,34 @@ def load_hf_clip(path: Path, device: str, dtype: torch.dtype) -> ModelBundle:
 
 @MODEL_LOADERS.register("hf_img2seq")
 def load_hf_img2seq(path: Path, device: str, dtype: torch.dtype) -> ModelBundle:
-    """Any image-to-text model ``AutoModelForImageTextToText`` knows (BLIP, BLIP-2, ...).
+    """Any image-to-text model: a bettersynth VLM (LLaVA, Mini-Gemini) through the one VLM loader,
+    else whatever ``AutoModelForImageTextToText`` knows (BLIP, BLIP-2, ...).
 
-    transformers 5 folded ``AutoModelForVision2Seq`` into this class, so there
-    is a single path.
+    transformers 5 folded ``AutoModelForVision2Seq`` into that class, so there
+    is a single path for the rest.
     """
+    if vlm_model_type_or_none(path) in VLMS:
+        return load_bettersynth_vlm(path, device, dtype)
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
     return ModelBundle(model, processor)
+
+
+@MODEL_LOADERS.register("vlm")
+def load_bettersynth_vlm(path: Path, device: str, dtype: torch.dtype) -> ModelBundle:
+    """A LLaVA or Mini-Gemini checkpoint, by its ``config.json``, with its own processor."""
+    vlm = load_vlm(path, dtype=dtype, device=device)
+    return ModelBundle(vlm.model, vlm.processor)
+
+
+def vlm_model_type_or_none(path: Path) -> str | None:
+    """The folder's ``model_type``, or None when it is not a model folder the VLM loader reads."""
+    try:
+        return vlm_model_type(path)
+    except ValueError:
+        return None
 
 
 @MODEL_LOADERS.register("hf_causal_lm")

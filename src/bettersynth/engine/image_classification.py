@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine.models import MODEL_LOADERS, ModelBundle
 from bettersynth.engine.task import InferenceTask, Row
 

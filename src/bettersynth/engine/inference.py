@@ -25,9 +25,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from bettersynth.data.images import DEFAULT_MAX_PIXELS, ImageError, load_image, resolve_image
-from bettersynth.data.sample import Sample
-from bettersynth.engine.device import DeviceSetting, DtypeSetting, resolve_device, resolve_dtype
+from bettersynth.core.device import DeviceSetting, DtypeSetting, resolve_device, resolve_dtype
+from bettersynth.core.images import DEFAULT_MAX_PIXELS, ImageError, load_image, resolve_image
+from bettersynth.core.sample import Sample
 from bettersynth.engine.models import load_model
 from bettersynth.engine.task import Failure, InferenceTask, Row
 

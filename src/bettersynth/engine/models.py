@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from bettersynth.registry import Registry
+from bettersynth.core.registry import Registry
 
 log = logging.getLogger(__name__)
 

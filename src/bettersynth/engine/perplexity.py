@@ -1,4 +1,4 @@
-"""Perplexity of text under a causal LM, and of a caption given its image under a LLaVA model.
+"""Perplexity of text under a causal LM, and of a caption given its image under a trained VLM (LLaVA or Mini-Gemini).
 
 Why: both are exp(mean token NLL) over a labelled span, so both share one
 batched computation: rows of different lengths are right-padded into one
@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from bettersynth.core.sample import Sample
 from bettersynth.data.llava import GPT, HUMAN, LLAVA_IMAGE_TOKEN
-from bettersynth.data.sample import Sample
 from bettersynth.engine.models import ModelBundle
 from bettersynth.engine.task import InferenceTask, Row, image_rows
-from bettersynth.train.data import (
+from bettersynth.vlm.inputs import (
     IGNORE_INDEX,
     LlavaCollator,
     encode,
@@ -121,7 +121,7 @@ class CaptionPerplexityTask(InferenceTask):
     model_path: Path
     max_length: int = 2048  # tokens per row, image tokens included (as in training)
     image_aspect_ratio: Literal["crop", "pad"] = "crop"  # as the model was trained
-    loader: str = "hf_img2seq"
+    loader: str = "vlm"  # a bettersynth LLaVA or Mini-Gemini checkpoint
 
     def rows(self, sample_idx: int, sample: Sample) -> list[Row]:
         return image_rows(sample_idx, sample)

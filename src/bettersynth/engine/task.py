@@ -24,7 +24,7 @@ from typing import Any, Hashable
 
 from PIL import Image
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine.models import ModelBundle
 
 

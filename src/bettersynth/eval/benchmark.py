@@ -16,16 +16,16 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections import Counter
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Collection, Iterable, Union
 
 from PIL import Image
 
+from bettersynth.core.registry import Registry
 from bettersynth.data.jsonl import write_jsonl
-from bettersynth.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,12 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from bettersynth.core.device import resolve_device
 from bettersynth.data.jsonl import BadLine, read_jsonl
 from bettersynth.data.llava import dj_to_llava, read_llava_json
-from bettersynth.train.data import IGNORE_INDEX, LlavaCollator, LlavaDataset
+from bettersynth.vlm import load_vlm
+from bettersynth.vlm.inputs import IGNORE_INDEX, LlavaCollator, LlavaDataset
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,9 @@ def heldout_caption_loss(
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
     if not records:
         raise ValueError("records: the caption set is empty")
-    target = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype="auto").to(target).eval()
+    target = resolve_device(device)
+    vlm = load_vlm(model_dir, dtype="auto", device=target)  # LLaVA or Mini-Gemini, by config.json
+    model, processor = vlm.model.eval(), vlm.processor
     tokenizer = processor.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     dataset = LlavaDataset(records, Path(image_root), processor, "plain", max_length, image_aspect_ratio)

@@ -1,4 +1,4 @@
-"""Batched greedy answers from a saved LLaVA checkpoint, and the whole eval in one call.
+"""Batched greedy answers from a saved VLM checkpoint (LLaVA or Mini-Gemini), and the whole eval in one call.
 
 Why: benchmark numbers are only comparable when decoding is deterministic
 (greedy) and every prompt goes through the checkpoint's own chat template, the
@@ -18,20 +18,14 @@ from typing import Sequence
 
 import torch
 from PIL import Image
-from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from bettersynth.core.device import resolve_device
 from bettersynth.eval.benchmark import Benchmark, EvalItem, EvalResult
 from bettersynth.eval.shard import shard_question_ids
+from bettersynth.vlm import load_vlm
+from bettersynth.vlm.inputs import format_prompt
 
 log = logging.getLogger(__name__)
-
-
-def format_prompt(processor, prompt: str) -> str:
-    """The user turn through the chat template if there is one, else ``<image>\\n`` + prompt."""
-    if getattr(processor, "chat_template", None):
-        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-    return f"{getattr(processor, 'image_token', '<image>')}\n{prompt}"
 
 
 def _open(image: Image.Image | Path | str) -> Image.Image:
@@ -41,12 +35,6 @@ def _open(image: Image.Image | Path | str) -> Image.Image:
         return opened.convert("RGB")
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def generate_answers(model_dir: str | Path, items: Sequence[EvalItem], batch_size: int = 8,
                      max_new_tokens: int = 16, device: str | torch.device | None = None) -> dict[str, str]:
     """Greedy-decode an answer per item; returns ``{question_id: stripped new text}``."""
@@ -54,10 +42,10 @@ def generate_answers(model_dir: str | Path, items: Sequence[EvalItem], batch_siz
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens: must be >= 1, got {max_new_tokens}")
-    target = _resolve_device(device)
-    processor = AutoProcessor.from_pretrained(model_dir)
+    target = resolve_device(device)
+    vlm = load_vlm(model_dir, dtype="auto", device=target)  # LLaVA or Mini-Gemini, by config.json
+    model, processor = vlm.model.eval(), vlm.processor
     processor.tokenizer.padding_side = "left"  # new tokens must start at the same column
-    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype="auto").to(target).eval()
     tokenizer = processor.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers: dict[str, str] = {}

@@ -24,9 +24,9 @@ from typing import Collection
 
 from PIL import Image
 
+from bettersynth.core.yaml_lines import read_utf8
 from bettersynth.eval.benchmark import BENCHMARKS, Benchmark, EvalItem, percent_mean
 from bettersynth.eval.choice import extract_choice
-from bettersynth.yaml_lines import read_utf8
 
 __all__ = ["MMBench", "MMBenchRow", "extract_choice", "load_mmbench", "build_prompt"]
 

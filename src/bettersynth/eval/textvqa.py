@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Collection
 
-from bettersynth.data.images import ImageError, resolve_image
+from bettersynth.core.images import ImageError, resolve_image
+from bettersynth.core.yaml_lines import read_utf8
 from bettersynth.eval.benchmark import BENCHMARKS, Benchmark, EvalItem, percent_mean
 from bettersynth.eval.normalize import normalize_answer
-from bettersynth.yaml_lines import read_utf8
 
 OCR_PREFIX = "Reference OCR token: "
 ANSWER_SUFFIX = "Answer the question using a single word or phrase."

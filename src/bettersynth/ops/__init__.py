@@ -5,18 +5,18 @@ only defines its class.
 """
 
 from bettersynth.ops.base import OPERATORS, Decision, Filter, Mapped, Mapper, OpConfig, OpContext, Operator
-from bettersynth.ops.image_aesthetics_filter import ImageAestheticsFilter
+from bettersynth.ops.capfusion_mapper import CapFusionMapper
 from bettersynth.ops.document_deduplicator import DocumentDeduplicator
 from bettersynth.ops.document_simhash_deduplicator import DocumentSimhashDeduplicator
+from bettersynth.ops.image_aesthetics_filter import ImageAestheticsFilter
 from bettersynth.ops.image_aspect_ratio_filter import ImageAspectRatioFilter
-from bettersynth.ops.capfusion_mapper import CapFusionMapper
 from bettersynth.ops.image_captioning_mapper import ImageCaptioningMapper
 from bettersynth.ops.image_deduplicator import ImageDeduplicator
 from bettersynth.ops.image_diffusion_mapper import ImageDiffusionMapper
 from bettersynth.ops.image_shape_filter import ImageShapeFilter
 from bettersynth.ops.image_size_filter import ImageSizeFilter
-from bettersynth.ops.image_text_perplexity_filter import ImageTextPerplexityFilter
 from bettersynth.ops.image_text_matching_filter import ImageTextMatchingFilter
+from bettersynth.ops.image_text_perplexity_filter import ImageTextPerplexityFilter
 from bettersynth.ops.image_text_similarity_filter import ImageTextSimilarityFilter
 from bettersynth.ops.image_watermark_filter import ImageWatermarkFilter
 from bettersynth.ops.llm_perplexity_filter import LLMPerplexityFilter

@@ -32,11 +32,11 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from bettersynth.data.images import ImageError, resolve_image
-from bettersynth.data.sample import Sample
+from bettersynth.core.images import ImageError, resolve_image
+from bettersynth.core.registry import Registry
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Engine, Failure
-from bettersynth.ops.score_cache import FileDigests, ScoreCache, model_fingerprint
-from bettersynth.registry import Registry
+from bettersynth.engine.score_cache import FileDigests, ScoreCache, model_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import logging
 
 from pydantic import Field, field_validator
 
+from bettersynth.core.sample import CHUNK_END, IMAGE_TOKEN, Sample
 from bettersynth.data.provenance import synthesis_record, with_provenance
-from bettersynth.data.sample import CHUNK_END, IMAGE_TOKEN, Sample
 from bettersynth.engine import CaptionTask, Failure
 from bettersynth.engine.fusion import GenerationTask
 from bettersynth.ops.base import Mapped, Mapper, OpConfig

@@ -17,7 +17,7 @@ import hashlib
 import re
 import string
 
-from bettersynth.data.sample import Sample, clean_text
+from bettersynth.core.sample import Sample, clean_text
 from bettersynth.ops.base import OpConfig
 from bettersynth.ops.deduplicator import Deduplicator
 

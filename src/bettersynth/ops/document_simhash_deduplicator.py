@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from bettersynth.data.sample import Sample, clean_text
+from bettersynth.core.sample import Sample, clean_text
 from bettersynth.ops.base import OpConfig
 from bettersynth.ops.deduplicator import Deduplicator
 from bettersynth.ops.simhash import SimhashIndex, compute, shingles, unsigned_hash

@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import field_validator, model_validator
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Failure
 from bettersynth.engine.aesthetics import AestheticsTask
 from bettersynth.ops.base import Filter, OpConfig

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Failure
 from bettersynth.ops.base import Filter, OpConfig
 from bettersynth.ops.image_header import dimensions

@@ -28,14 +28,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bettersynth.data.provenance import synthesis_record, with_provenance
-from bettersynth.data.sample import (
+from bettersynth.core.sample import (
     CHUNK_END,
     IMAGE_TOKEN,
     Sample,
     caption_text,
     clean_text,
 )
+from bettersynth.data.provenance import synthesis_record, with_provenance
 from bettersynth.engine import CaptionTask, ClipSimilarityTask, Failure, derive_seed
 from bettersynth.ops.base import Mapped, Mapper, OpConfig
 from bettersynth.ops.simhash import hamming, simhash

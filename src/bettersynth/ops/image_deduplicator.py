@@ -22,8 +22,8 @@ from typing import Literal
 
 from PIL import Image
 
-from bettersynth.data.images import ImageError, load_image, resolve_image
-from bettersynth.data.sample import Sample
+from bettersynth.core.images import ImageError, load_image, resolve_image
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Failure
 from bettersynth.ops.base import OpConfig
 from bettersynth.ops.deduplicator import Deduplicator

@@ -31,9 +31,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from bettersynth.core.sample import Sample
 from bettersynth.data.algebra import content_name
 from bettersynth.data.provenance import synthesis_record, with_provenance
-from bettersynth.data.sample import Sample
 from bettersynth.engine import Failure
 from bettersynth.engine.diffusion import DiffusionTask
 from bettersynth.ops.base import Mapped, Mapper, OpConfig

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from bettersynth.data.images import ImageError, resolve_image
-from bettersynth.data.sample import Sample
+from bettersynth.core.images import ImageError, resolve_image
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Failure
 
 

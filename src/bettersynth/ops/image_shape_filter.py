@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Literal
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Failure
 from bettersynth.ops.base import Decision, Filter, OpConfig
 from bettersynth.ops.image_header import dimensions

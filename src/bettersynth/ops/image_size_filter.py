@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Failure
 from bettersynth.ops.base import Filter, OpConfig
 from bettersynth.ops.image_header import file_sizes

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Failure
 from bettersynth.engine.itm import ImageTextMatchingTask
 from bettersynth.ops.base import Filter, OpConfig

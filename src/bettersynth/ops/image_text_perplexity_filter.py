@@ -41,7 +41,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Failure
 from bettersynth.engine.perplexity import CaptionPerplexityTask
 from bettersynth.ops.base import Decision, Filter, OpConfig

@@ -27,7 +27,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import model_validator
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import ClipSimilarityTask, Failure
 from bettersynth.engine.inference import SampleResult
 from bettersynth.ops.base import Filter, OpConfig, OpContext

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Failure
 from bettersynth.engine.image_classification import ImageClassProbTask
 from bettersynth.ops.base import Filter, OpConfig

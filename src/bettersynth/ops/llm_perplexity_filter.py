@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import field_validator, model_validator
 
-from bettersynth.data.sample import Sample, clean_text
+from bettersynth.core.sample import Sample, clean_text
 from bettersynth.engine import Failure
 from bettersynth.engine.perplexity import CausalLMPerplexityTask
 from bettersynth.ops.base import Filter, OpConfig

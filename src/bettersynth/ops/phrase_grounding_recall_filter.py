@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bettersynth.data.sample import Sample
+from bettersynth.core.sample import Sample
 from bettersynth.engine import Failure
 from bettersynth.engine.grounding import PhraseGroundingTask
 from bettersynth.ops.base import Filter, OpConfig

@@ -13,7 +13,7 @@ import unicodedata
 
 from pydantic import model_validator
 
-from bettersynth.data.sample import Sample, clean_text
+from bettersynth.core.sample import Sample, clean_text
 from bettersynth.ops.base import Filter, OpConfig
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from bettersynth.registry import Registry
+from bettersynth.core.registry import Registry
 from bettersynth.soup.average import (
     DEFAULT_MAX_SHARD_BYTES,
     average_checkpoints,

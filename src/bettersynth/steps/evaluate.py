@@ -22,7 +22,7 @@ from bettersynth.eval.generate import evaluate
 from bettersynth.eval.mmbench import MMBench
 from bettersynth.eval.shard import check_shard
 from bettersynth.eval.textvqa import TextVQA
-from bettersynth.tracking import step_run
+from bettersynth.tracking.runs import step_run
 
 log = logging.getLogger(__name__)
 

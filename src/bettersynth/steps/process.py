@@ -24,14 +24,14 @@ from pathlib import Path
 
 import mlflow
 
-from bettersynth.data.rounds import RoundsReport, run_rounds
 from bettersynth.ops import OPERATORS
 from bettersynth.ops.base import Filter
-from bettersynth.ops.runner import DEFAULT_CHUNK_SIZE, OP_COUNTS, run_recipe
-from bettersynth.ops.step_files import run_fingerprint
-from bettersynth.recipe import Recipe
-from bettersynth.sample_sheet import write_step_pictures
-from bettersynth.tracking import step_run
+from bettersynth.recipes.recipe import Recipe
+from bettersynth.recipes.rounds import RoundsReport, run_rounds
+from bettersynth.recipes.runner import DEFAULT_CHUNK_SIZE, OP_COUNTS, run_recipe
+from bettersynth.recipes.step_files import run_fingerprint
+from bettersynth.reports.sample_sheet import write_step_pictures
+from bettersynth.tracking.runs import step_run
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from bettersynth.tracking import PARENT_RUN_ENV, step_run
+from bettersynth.tracking.runs import PARENT_RUN_ENV, step_run
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from bettersynth.data.images import ImageError, normalise_rel, resolve_image
+from bettersynth.core.images import ImageError, normalise_rel, resolve_image
 from bettersynth.data.jsonl import write_jsonl
-from bettersynth.recipe import Recipe
+from bettersynth.recipes.recipe import Recipe
 
 log = logging.getLogger(__name__)
 

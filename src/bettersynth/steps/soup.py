@@ -19,7 +19,7 @@ import mlflow
 
 from bettersynth.soup import make_soup
 from bettersynth.soup.base import Evaluate
-from bettersynth.tracking import step_run
+from bettersynth.tracking.runs import step_run
 
 SELECTION_METRICS = ("textvqa_accuracy", "mmbench_circular")
 NEEDS_SCORES = ("greedy", "maximum")  # methods that rank ingredients on a held-out split

@@ -40,13 +40,18 @@ from typing import Any
 
 import mlflow
 
-from bettersynth.placement import load_profile
-from bettersynth.steps.train import StageCall, TrainPlan
+from bettersynth.platform.placement import load_profile
+from bettersynth.platform.trainjob import (
+    KIND_NAMES,
+    MANIFESTS,
+    MultiNodeJob,
+    PvcVolume,
+    placement_fields,
+    torchrun_command,
+)
+from bettersynth.steps.train_plan import StageCall, TrainPlan
 from bettersynth.train.checkpoint import latest_checkpoint
 from bettersynth.train.launch import JobFailed, current_namespace, delete_job, submit_and_wait
-from bettersynth.train.multinode import (
-    KIND_NAMES, MANIFESTS, MultiNodeJob, PvcVolume, placement_fields, torchrun_command,
-)
 from bettersynth.train.trainer import TrainResult
 from bettersynth.train.worker import SPEC_FILE, StageRun, WorkerSpec, write_atomic
 

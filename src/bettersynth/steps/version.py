@@ -6,8 +6,8 @@ from pathlib import Path
 
 import mlflow
 
-from bettersynth.tracking import step_run
-from bettersynth.versioning import version_variant
+from bettersynth.tracking.runs import step_run
+from bettersynth.versioning.dvc import version_variant
 
 
 def version_dataset(input_dir: Path, workspace: Path, name: str, lineage: dict) -> dict:

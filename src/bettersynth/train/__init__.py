@@ -17,8 +17,7 @@ from typing import Any
 # about 5 s a process on 2 cores.
 _EXPORTS = {
     **dict.fromkeys(("TrainerState", "latest_checkpoint", "load_checkpoint", "save_checkpoint"), "checkpoint"),
-    **dict.fromkeys(("STAGE_DEFAULTS", "Stage", "StageConfig", "defaults_for", "resolve_dtype"), "config"),
-    **dict.fromkeys(("IGNORE_INDEX", "TEMPLATES", "LlavaCollator", "LlavaDataset", "Prompt", "encode"), "data"),
+    **dict.fromkeys(("STAGE_DEFAULTS", "Stage", "StageConfig", "defaults_for"), "config"),
     **dict.fromkeys(("ParamCounts", "count_params", "freeze_for_stage", "part_modules"), "freeze"),
     **dict.fromkeys(("SCHEDULES", "cosine_lr", "warmup_steps_for"), "schedule"),
     **dict.fromkeys(("SeedDecision", "SeedSelection", "select_seeds"), "seeds"),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Stage = Literal["align", "finetune"]
@@ -85,13 +84,3 @@ class StageConfig(BaseModel):
 def defaults_for(stage: Stage, **overrides: Any) -> StageConfig:
     """The recipe's config for ``stage``, with ``overrides`` applied (validated)."""
     return StageConfig.for_stage(stage, **overrides)
-
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The compute dtype for ``name`` on ``device`` (``auto``: bf16 on CUDA, fp32 elsewhere)."""
-    if name == "auto":
-        name = "bf16" if device.type == "cuda" else "fp32"
-    return _DTYPES[name]

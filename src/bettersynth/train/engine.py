@@ -12,9 +12,7 @@ the trainer has one loop.
 Example::
 
     engine = make_engine(model, params, config, DeepSpeedSettings(), dist_info())
-    for i, batch in enumerate(batches):
-        engine.backward(summed_loss(batch), global_tokens, last=i == len(batches) - 1)
-    grad_norm = engine.step(lr)
+    loss_sum, tokens, grad_norm = optimizer_step(engine, micro_batches, lr, summed_token_loss, labelled_tokens)
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 import torch.distributed as dist
@@ -88,10 +86,11 @@ class Engine(Protocol):
 class TorchEngine:
     """AdamW in every process; gradients summed over the group, then divided by the global token count."""
 
-    def __init__(self, model: nn.Module, params: list[nn.Parameter], config: StageConfig, info: DistInfo) -> None:
+    def __init__(self, model: nn.Module, params: list[nn.Parameter], learning_rate: float, weight_decay: float,
+                 max_grad_norm: float, info: DistInfo = DistInfo()) -> None:
         self.model, self.params, self.info = model, params, info
-        self.max_grad_norm = config.max_grad_norm
-        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.max_grad_norm = max_grad_norm
+        self.optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
         self._tokens = 1
 
     def backward(self, summed_loss: torch.Tensor, global_tokens: int, last: bool) -> None:
@@ -170,7 +169,25 @@ def make_engine(model: nn.Module, params: list[nn.Parameter], config: StageConfi
     settings = settings or DeepSpeedSettings()
     if use_deepspeed(settings, torch.cuda.is_available()):
         return DeepSpeedEngine(model, params, config, settings, info)
-    return TorchEngine(model, params, config, info)
+    return TorchEngine(model, params, config.learning_rate, config.weight_decay, config.max_grad_norm, info)
+
+
+def optimizer_step(engine: Engine, batches: Sequence[Any], lr: float, summed_loss: Callable[[Any], torch.Tensor],
+                   count: Callable[[Any], int], info: DistInfo = DistInfo()) -> tuple[float, int, float]:
+    """One optimizer update over a step's micro-batches: the loop body every trainer here shares.
+
+    The step's loss is the sum of ``summed_loss`` over the micro-batches of all
+    processes divided by the sum of ``count`` over them (labelled tokens for a
+    VLM stage; 1 per batch for a loss that is already a mean). Returns this
+    process's loss sum, the global count, and the gradient norm before clipping.
+    """
+    global_count = int(all_sum([float(sum(count(b) for b in batches))], info)[0])
+    loss_sum = 0.0
+    for i, batch in enumerate(batches):
+        loss = summed_loss(batch)
+        engine.backward(loss, global_count, last=i == len(batches) - 1)
+        loss_sum += loss.item()
+    return loss_sum, global_count, engine.step(lr)  # reduce over processes, divide by the count, clip, AdamW
 
 
 def engine_summary(engine: Any) -> str:

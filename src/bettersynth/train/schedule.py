@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
-from bettersynth.registry import Registry
+from bettersynth.core.registry import Registry
 
 
 class Schedule(Protocol):

@@ -32,16 +32,23 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from pydantic import ValidationError
 from torch.utils.data import DataLoader
-from transformers import AutoProcessor, LlavaForConditionalGeneration
+from transformers import LlavaForConditionalGeneration
 
-from bettersynth.models import load_vlm
-from bettersynth.train.checkpoint import TrainerState, check_resumable, latest_checkpoint, load_checkpoint, save_checkpoint
-from bettersynth.train.config import StageConfig, resolve_dtype
-from bettersynth.train.data import IGNORE_INDEX, LlavaCollator, LlavaDataset
+from bettersynth.core.device import resolve_device, resolve_dtype
+from bettersynth.train.checkpoint import (
+    TrainerState,
+    check_resumable,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from bettersynth.train.config import StageConfig
 from bettersynth.train.deepspeed import DeepSpeedSettings
-from bettersynth.train.engine import DistInfo, all_sum, barrier, dist_info, engine_summary, make_engine
+from bettersynth.train.engine import DistInfo, all_sum, barrier, dist_info, engine_summary, make_engine, optimizer_step
 from bettersynth.train.freeze import freeze_for_stage
 from bettersynth.train.schedule import SCHEDULES, warmup_steps_for
+from bettersynth.vlm import load_vlm
+from bettersynth.vlm.inputs import IGNORE_INDEX, LlavaCollator, LlavaDataset
 
 logger = logging.getLogger(__name__)
 
@@ -128,14 +135,14 @@ def train_stage(
     config = at_world_size(config, info.world_size)
 
     # -- setup ---------------------------------------------------------------
-    device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(resolve_device("auto", local_rank=info.local_rank))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dtype = resolve_dtype(config.dtype, device)
     torch.manual_seed(config.seed)
-    processor = AutoProcessor.from_pretrained(model_dir)
     # Weights stay fp32 (AdamW's master copy); bf16 is used for compute via autocast.
-    model = load_vlm(model_dir, dtype=torch.float32).to(device)  # LLaVA or Mini-Gemini, by config.json
+    vlm = load_vlm(model_dir, dtype=torch.float32, device=device)  # LLaVA or Mini-Gemini, by config.json
+    model, processor = vlm.model, vlm.processor
     counts = freeze_for_stage(model, config.stage)
     params = [p for p in model.parameters() if p.requires_grad]
     engine = make_engine(model, params, config, deepspeed, info)
@@ -178,18 +185,12 @@ def train_stage(
         for _ in plan[step]:
             batches.append(next(micro_batches))
         data_wait = time.perf_counter() - started
-        # The step's loss is the mean over *all* labelled tokens of the global batch: count them first.
-        local_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
-        global_tokens = int(all_sum([float(local_tokens)], info)[0])
+        # The step's loss is the mean over *all* labelled tokens of the global batch.
+        loss_sum, global_tokens, grad_norm = optimizer_step(
+            engine, batches, lr, lambda batch: _summed_token_loss(engine.model, batch, device, dtype)[0],
+            _labelled_tokens, info)
         if global_tokens == 0:
             logger.warning("step %d has no labelled tokens (all truncated?)", step + 1)
-
-        loss_sum = 0.0
-        for i, batch in enumerate(batches):
-            batch_loss = _summed_token_loss(engine.model, batch, device, dtype)[0]
-            engine.backward(batch_loss, global_tokens, last=i == len(batches) - 1)
-            loss_sum += batch_loss.item()
-        grad_norm = engine.step(lr)  # reduce over processes, divide by global_tokens, clip, AdamW
 
         n_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
         n_samples = sum(len(b["ids"]) for b in batches)
@@ -270,6 +271,11 @@ def _summed_token_loss(
         reduction="sum",
     )
     return loss, int((labels != IGNORE_INDEX).sum())
+
+
+def _labelled_tokens(batch: dict[str, Any]) -> int:
+    """The tokens a micro-batch's loss is summed over (token t predicts t + 1)."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
 def _report(step: int, total_steps: int, metrics: dict[str, float], on_step: StepCallback | None) -> None:

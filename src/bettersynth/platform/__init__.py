@@ -1,0 +1,1 @@
+"""Where pipelines run: compile and submit to KFP, cluster placement profiles, Kubeflow TrainJobs, the local runner."""

@@ -1,0 +1,156 @@
+"""One pipeline run through ``kfp.local`` under an MLflow parent run: the launch path of every local run.
+
+Why one function: the quickstart and the proxy comparison run the same
+``data_centric_loop`` the cluster runs, and both need the same plumbing around
+it: an MLflow parent run whose id the steps inherit (as KFP's MLflow plugin
+injects it on a cluster), the score cache in the workspace, ``kfp.local``'s
+per-task JSON kept in a log file with only status lines on the terminal, and
+a failing step pointing at that file.
+
+Example::
+
+    run = run_locally(pipeline, arguments, workspace=ws, tracking_uri=uri, experiment_id=eid,
+                      run_name="quickstart", params={"seeds": [0, 1]})
+    collect_summary(run.run_id, "bettersynth-vlm", ws, run.seconds)
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+import os
+import re
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import mlflow
+
+from bettersynth.tracking.runs import PARENT_RUN_ENV
+
+log = logging.getLogger(__name__)
+
+# kfp.local says, for every task, that cluster-only settings (GPUs, node pools,
+# the project image) don't apply on one machine; that is expected here.
+EXPECTED_LOCAL_WARNINGS = (".*have no effect in the current local runner.*", ".*custom or non-Python base image.*")
+
+
+class StepLog:
+    """A stdout stand-in: everything goes to a log file, task status lines also to the terminal.
+
+    Why: kfp.local prints every executor's full input/output JSON; a newcomer
+    needs to see steps finishing, and the details only when something fails.
+    """
+
+    STATUS = re.compile(r"(Task|Pipeline) .* finished with status")
+    ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+    def __init__(self, path: Path, terminal) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("w", encoding="utf-8")
+        self._terminal = terminal
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._file.write(text)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            plain = self.ANSI.sub("", line)
+            if self.STATUS.search(plain):
+                self._terminal.write(plain.strip() + "\n")
+                self._terminal.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block (the steps inherit them), then restore the old ones."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def kfp_local_globals_restored() -> Iterator[None]:
+    """Put the root logger's handlers and level, and ``builtins.print``, back as they were.
+
+    Why: kfp.local swaps both per task (a handler on the current stdout, an
+    indenting print) and restores them per task; with two tasks in flight the
+    restores interleave and can leave them pointing at this run's ``StepLog``,
+    which is closed once the run ends.
+    """
+    root = logging.getLogger()
+    handlers, level, original_print = root.handlers[:], root.level, builtins.print
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        builtins.print = original_print
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    run_id: str  # the MLflow parent run; every step's run is nested under it
+    seconds: float  # wall time from ``started`` to the pipeline's end
+
+
+def run_locally(pipeline: Callable[..., Any], arguments: dict[str, Any], *, workspace: Path, tracking_uri: str,
+                experiment_id: str, run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None,
+                step_env: dict[str, str] | None = None, guard: AbstractContextManager | None = None,
+                started: float | None = None) -> LocalRun:
+    """Run ``pipeline(**arguments)`` with ``kfp.local`` inside a new MLflow parent run.
+
+    ``step_env`` adds environment variables the steps inherit; ``guard`` is
+    held while the pipeline runs (the proxy seals its answer key with it);
+    ``started`` (a ``time.monotonic()`` value) lets the caller count its own
+    preparation into the logged ``wall_seconds``.
+    """
+    from kfp import local
+
+    for message in EXPECTED_LOCAL_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    started = time.monotonic() if started is None else started
+    workspace = Path(workspace)
+    with mlflow.start_run(run_name=run_name, experiment_id=experiment_id) as parent:
+        mlflow.log_params(params)
+        if tags:
+            mlflow.set_tags(tags)
+        os.environ.setdefault("BETTERSYNTH_CACHE_DIR", str(workspace / ".cache" / "scores"))
+        log_path = workspace / "local_outputs" / f"pipeline-{parent.info.run_id}.log"
+        log.info("running the pipeline through kfp.local; full step logs: %s", log_path)
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workspace / "local_outputs"))
+        inherited = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_EXPERIMENT_ID": experiment_id,
+                     PARENT_RUN_ENV: parent.info.run_id, **(step_env or {})}
+        with environment(inherited), guard or contextlib.nullcontext(), kfp_local_globals_restored(), \
+                StepLog(log_path, sys.stdout) as stream, contextlib.redirect_stdout(stream):
+            try:
+                pipeline(**arguments)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}\nThe failing step's traceback is in {log_path}") from None
+        elapsed = time.monotonic() - started
+        mlflow.log_metric("wall_seconds", elapsed)
+    return LocalRun(parent.info.run_id, elapsed)

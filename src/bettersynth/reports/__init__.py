@@ -1,0 +1,1 @@
+"""What users read: recipe analysis, run comparison, the quickstart summary, sample sheets."""

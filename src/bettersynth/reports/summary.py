@@ -1,0 +1,131 @@
+"""What one pipeline run produced, read back from MLflow: the quickstart's closing table.
+
+Why read it back instead of collecting return values: the table then shows
+exactly what a user finds in MLflow later, and a step that forgot to log
+shows up as a hole here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from bettersynth.tracking.runs import STEP_TAG
+
+
+@dataclass
+class RunSummary:
+    parent_run_id: str
+    experiment_id: str
+    workspace: Path
+    wall_seconds: float
+    datasets: list[dict] = field(default_factory=list)  # one row per data step
+    models: list[dict] = field(default_factory=list)  # one row per finetune or soup
+    registry: list[dict] = field(default_factory=list)  # model versions of this run
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+ROUND_COLUMNS = ("n_in", "n_out", "filtered", "rejected", "replaced", "removed", "created_kept")  # round/<name> metrics read back
+
+
+def _rounds(client: MlflowClient, run) -> list[dict]:
+    """Each round's counts of a multi-round data step (``round/<count>`` metrics, step = round index)."""
+    if "round/n_in" not in run.data.metrics:
+        return []
+    history = {name: {m.step: int(m.value) for m in client.get_metric_history(run.info.run_id, f"round/{name}")}
+               for name in ROUND_COLUMNS}
+    names = json.loads(run.data.tags.get("recipe.rounds", "[]"))
+    return [{"round": i, "name": names[i] if i < len(names) else f"round-{i}", "in": history["n_in"].get(i, 0),
+             "kept": history["n_out"].get(i, 0), "filtered": history["filtered"].get(i, 0),
+             "rejected": history["rejected"].get(i, 0), "replaced": history["replaced"].get(i, 0),
+             "removed": history["removed"].get(i, 0), "added": history["created_kept"].get(i, 0)}
+            for i in sorted(history["n_in"])]
+
+
+def _children(client: MlflowClient, parent: str, experiment_id: str):
+    runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=1000)
+    return sorted(runs, key=lambda r: r.info.start_time)
+
+
+def collect_summary(parent_run_id: str, model_name: str, workspace: Path, wall_seconds: float) -> RunSummary:
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    summary = RunSummary(parent_run_id, parent.info.experiment_id, Path(workspace), wall_seconds)
+    runs = _children(client, parent_run_id, parent.info.experiment_id)
+    evals = {r.data.params.get("model"): r for r in runs if r.data.tags.get(STEP_TAG, "").startswith("evaluate")}
+    dataset_hash = ""
+    for run in runs:
+        step, metrics, tags = run.data.tags.get(STEP_TAG, ""), run.data.metrics, run.data.tags
+        if step in ("filter", "caption"):
+            summary.datasets.append({
+                "step": step, "recipe": run.data.params.get("recipe.name", ""),
+                "in": int(metrics.get("n_in", 0)), "kept": int(metrics.get("kept", 0)),
+                "filtered": int(metrics.get("filtered", 0)), "rejected": int(metrics.get("rejected", 0)),
+                "added": int(metrics.get("added", 0)), "added_kept": int(metrics.get("added_kept", 0)),
+                "replaced": int(metrics.get("replaced", 0)), "removed": int(metrics.get("removed", 0)),
+                "run_id": run.info.run_id, "rounds": _rounds(client, run),
+            })
+        elif step == "version-dataset":
+            dataset_hash = tags.get("dataset.hash", "")
+            summary.datasets.append({"step": step, "variant": tags.get("dataset.variant", ""), "dataset_hash": dataset_hash, "run_id": run.info.run_id})
+        elif step.startswith("train-") or step.startswith("soup-"):
+            label = f"seed{run.data.params['seed']}" if step.startswith("train-") else step
+            scored = evals.get(label)
+            summary.models.append({
+                "model": label, "dataset_hash": tags.get("dataset.hash", dataset_hash), "run_id": run.info.run_id,
+                "textvqa": scored.data.metrics.get("textvqa_accuracy") if scored else None,
+                "mmbench_circular": scored.data.metrics.get("mmbench_circular") if scored else None,
+            })
+    try:
+        versions = client.search_model_versions(f"name='{model_name}'")
+        aliases = client.get_registered_model(model_name).aliases
+    except MlflowException:
+        versions, aliases = [], {}
+    summary.registry = [
+        {"version": v.version, "run_id": v.run_id, "kind": v.tags.get("kind", ""), "score": v.tags.get("score", "")}
+        for v in versions if v.tags.get("pipeline.run") == parent_run_id
+    ]
+    summary.aliases = dict(aliases)
+    return summary
+
+
+def _count_line(label: str, row: dict) -> str:
+    return (f"{label[:29]:<30}{row['in']:>6}{row['kept']:>7}{row['filtered']:>10}{row['rejected']:>10}"
+            f"{row.get('replaced', 0):>10}{row.get('removed', 0):>9}{row['added']:>7}")
+
+
+def format_summary(summary: RunSummary, model_name: str) -> str:
+    """Plain-text tables plus the commands to look further."""
+    lines = [f"bettersynth quickstart finished in {summary.wall_seconds:.0f} s (parent MLflow run {summary.parent_run_id})", ""]
+    lines.append(f"{'data step':<30}{'in':>6}{'kept':>7}{'filtered':>10}{'rejected':>10}{'replaced':>10}{'removed':>9}"
+                 f"{'added':>7}  run / DVC hash")
+    for row in summary.datasets:
+        if row["step"] == "version-dataset":
+            lines.append(f"{'version ' + row['variant']:<89}  {row['dataset_hash']}")
+            continue
+        lines.append(_count_line(row["step"], {**row, "added": row.get("added_kept", row["added"])}) + f"  {row['run_id']}")
+        lines += [_count_line(f"  round {r['round']} {r['name']}", r) for r in row.get("rounds", [])]
+    lines.append("(kept = in - filtered - rejected + added; filtered + rejected = replaced + removed;"
+                 " added: samples a mapper made, written)")
+    lines += ["", f"{'model':<16}{'TextVQA':>9}{'MMBench(circ)':>15}  {'dataset hash':<38}run id"]
+    for row in summary.models:
+        tvqa = "-" if row["textvqa"] is None else f"{row['textvqa']:.1f}"
+        mmb = "-" if row["mmbench_circular"] is None else f"{row['mmbench_circular']:.1f}"
+        lines.append(f"{row['model']:<16}{tvqa:>9}{mmb:>15}  {row['dataset_hash']:<38}{row['run_id']}")
+    lines += ["", f"registered model {model_name!r}: versions " + ", ".join(
+        f"v{r['version']} ({r['kind']}, score {float(r['score']):.1f})" for r in summary.registry
+    )]
+    lines.append("aliases: " + ", ".join(f"{alias} -> v{version}" for alias, version in sorted(summary.aliases.items())))
+    hashes = sorted({row["dataset_hash"] for row in summary.datasets if row.get("dataset_hash")})
+    lines += [
+        "",
+        "Look further:",
+        f"  mlflow ui --backend-store-uri sqlite:///{summary.workspace / 'mlflow.db'}",
+        f"  bettersynth compare --workspace {summary.workspace} --chart compare.png",
+        *(f"  bettersynth data checkout {h} --workspace {summary.workspace}" for h in hashes),
+    ]
+    return "\n".join(lines)

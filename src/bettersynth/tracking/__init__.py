@@ -1,0 +1,1 @@
+"""MLflow: the tracking URI, experiments, one nested run per step, retried calls."""

@@ -1,0 +1,260 @@
+"""MLflow runs for pipeline steps: one parent run per pipeline run, one nested run per step.
+
+Why: inside KFP 2.17's MLflow integration the backend creates the runs and
+injects ``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_ID`` and ``MLFLOW_RUN_ID``
+into each task pod; a component must log into *that* run. Locally, the driver
+creates the parent run and hands its id down through ``PARENT_RUN_ENV``.
+
+Example::
+
+    with step_run("filter", params={"recipe.hash": h}) as run:
+        mlflow.log_metric("kept", 120)
+
+    with step_run("train-seed0"):
+        log_dataset_input("3f2a...c1.dir", "s3://team-data/dvc", "quickstart")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.exceptions import MlflowException
+
+from bettersynth.core.retry import DEFAULT_BACKOFF, Backoff, with_retries
+
+PARENT_RUN_ENV = "BETTERSYNTH_PARENT_RUN_ID"
+STEP_TAG = "bettersynth.step"
+# MLflow's client retries 7 times with backoff up to 2 minutes: minutes of hanging on a server
+# that is down. Inside a step it gets a few seconds' worth, unless the environment sets these.
+STEP_HTTP_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def local_tracking_uri(workspace: Path) -> str:
+    """The quickstart's store: sqlite ``mlflow.db`` in the workspace."""
+    return f"sqlite:///{Path(workspace).resolve() / 'mlflow.db'}"
+
+
+def cli_tracking_uri(workspace: Path, explicit: str | None = None) -> str:
+    """The store a command reads: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``,
+    else the quickstart's ``mlflow.db`` in ``workspace`` (created on first use)."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri(workspace)
+
+
+def ensure_experiment(name: str, artifact_root: Path | None = None) -> str:
+    """The id of experiment ``name``, created with artifacts under ``artifact_root`` if new.
+
+    A tracking *server* keeps its own artifact store (``--artifacts-destination``):
+    there ``artifact_root`` is ignored so artifacts travel through the server.
+    """
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    served = mlflow.get_tracking_uri().startswith(("http://", "https://"))
+    location = Path(artifact_root).resolve().as_uri() if artifact_root and not served else None
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def require_tracking_server(uri: str | None = None, backoff: Backoff = DEFAULT_BACKOFF) -> None:
+    """Fail fast, naming the URL, when the tracking *server* does not answer (a few tries with backoff).
+
+    A local store (sqlite, files) needs no check. Any HTTP answer counts as
+    reachable: authentication and the like are MLflow's to report.
+    """
+    uri = uri or mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+
+    def ping() -> None:
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return  # the server answered
+
+    with_retries(ping, "MLflow tracking server", uri, retry_on=(OSError,), backoff=backoff)
+
+
+@contextlib.contextmanager
+def bounded_http_retries() -> Iterator[None]:
+    """Apply ``STEP_HTTP_SETTINGS`` (those the environment does not set) for the block."""
+    added = {k: v for k, v in STEP_HTTP_SETTINGS.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+@contextlib.contextmanager
+def step_run(step: str, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+    """Open the MLflow run this step logs into (KFP-injected, nested locally, or standalone).
+
+    An unreachable tracking server fails the step here, before any work, with its URL.
+    """
+    with bounded_http_retries():
+        require_tracking_server()
+        with _open_run(step, params, tags) as run:
+            yield run
+
+
+@contextlib.contextmanager
+def _open_run(step: str, params: dict[str, Any] | None, tags: dict[str, str] | None) -> Iterator[mlflow.ActiveRun]:
+    injected = os.environ.get("MLFLOW_RUN_ID")
+    parent = os.environ.get(PARENT_RUN_ENV)
+    experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    all_tags = {STEP_TAG: step, **(tags or {})}
+    if injected:
+        context = mlflow.start_run(run_id=injected)
+    else:
+        active = mlflow.active_run()  # a step called inside a run (a notebook, a test) nests under it
+        context = mlflow.start_run(
+            run_name=step, experiment_id=experiment_id or (active.info.experiment_id if active else None),
+            tags=all_tags, parent_run_id=parent or None, nested=active is not None,
+        )
+    with context as run:
+        if injected:
+            mlflow.set_tags(all_tags)
+        if params:
+            mlflow.log_params({k: _param_value(v) for k, v in params.items()})
+        yield run
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text[:6000]  # MLflow's limit on a param value
+
+
+MAX_BATCH_METRICS = 1000  # MLflow's limit per log_batch call
+
+
+def log_metric_history(rows: list[tuple[str, float, int]]) -> None:
+    """Log (key, value, step) rows to the active run in batches.
+
+    Why: a replayed curve (thousands of steps) logged one call per step took
+    5 ms a call against a local store; batches of 1,000 take a sixteenth of that.
+    """
+    from mlflow.entities import Metric
+
+    run_id = mlflow.active_run().info.run_id
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), now, step) for key, value, step in rows]
+    client = mlflow.MlflowClient()
+    for start in range(0, len(metrics), MAX_BATCH_METRICS):
+        client.log_batch(run_id, metrics=metrics[start:start + MAX_BATCH_METRICS])
+
+
+def log_dict_artifact(data: dict[str, Any], name: str) -> None:
+    mlflow.log_dict(data, name)
+
+
+DVC_SOURCE_TYPE = "dvc"
+
+
+class DVCDatasetSource(DatasetSource):
+    """Where a dataset's bytes live: a DVC remote and the content hash that names them.
+
+    Why not a path: the training machine's path means nothing elsewhere; the
+    remote URL + hash restores the same bytes anywhere
+    (``bettersynth data checkout <hash>``).
+    """
+
+    def __init__(self, remote_url: str, dataset_hash: str, path: str = "") -> None:
+        self.remote_url = remote_url
+        self.dataset_hash = dataset_hash
+        self.path = path  # the variant's folder inside the DVC project, e.g. data/variants/quickstart
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return DVC_SOURCE_TYPE
+
+    def load(self, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"restore {self.dataset_hash} with: bettersynth data checkout {self.dataset_hash}")
+
+    @staticmethod
+    def _can_resolve(raw_source: Any) -> bool:
+        return False  # built explicitly, never guessed from a string
+
+    @classmethod
+    def _resolve(cls, raw_source: Any) -> DVCDatasetSource:
+        raise NotImplementedError("DVCDatasetSource is built explicitly")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"remote_url": self.remote_url, "dataset_hash": self.dataset_hash, "path": self.path}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict[Any, Any]) -> DVCDatasetSource:
+        return cls(source_dict["remote_url"], source_dict["dataset_hash"], source_dict.get("path", ""))
+
+
+def _register_dvc_source() -> None:
+    from mlflow.data.dataset_source_registry import (
+        get_registered_sources,
+        register_dataset_source,
+    )
+
+    if DVCDatasetSource not in get_registered_sources():
+        register_dataset_source(DVCDatasetSource)
+
+
+def log_dataset_input(
+    dataset_hash: str,
+    remote_url: str,
+    name: str,
+    path: str = "",
+    context: str = "training",
+    n_samples: int | None = None,
+) -> None:
+    """Log the active run's dataset as an MLflow dataset input sourced from DVC.
+
+    The digest is DVC's hash itself (``<md5>.dir`` is 36 characters, MLflow's
+    limit), so the MLflow UI and ``dvc`` name the same bytes the same way.
+    """
+    from mlflow.data.meta_dataset import MetaDataset
+
+    if not dataset_hash:
+        raise ValueError("dataset_hash: empty; pass the DVC hash of the variant the run trained on")
+    if len(dataset_hash) > 36:
+        raise ValueError(f"dataset_hash: {dataset_hash!r} is longer than MLflow's 36-character digest")
+    _register_dvc_source()
+    dataset = MetaDataset(DVCDatasetSource(remote_url, dataset_hash, path), name=name, digest=dataset_hash)
+    tags = {"dvc.hash": dataset_hash}
+    if n_samples is not None:
+        tags["samples"] = str(n_samples)
+    for attempt in range(3):
+        try:
+            mlflow.log_input(dataset, context=context, tags=tags)
+            return
+        except MlflowException:
+            # Seeds training in parallel log the same dataset at once; the store creates
+            # it on first use, so the loser of that race finds it on the next try.
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def dvc_dataset_inputs(run: Any) -> list[dict[str, Any]]:
+    """The DVC-sourced dataset inputs of an MLflow ``Run``: name, hash, remote URL, path."""
+    rows = []
+    for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
+        dataset = dataset_input.dataset
+        if dataset.source_type != DVC_SOURCE_TYPE:
+            continue
+        source = json.loads(dataset.source)
+        rows.append({"name": dataset.name, **source})
+    return rows

@@ -1,0 +1,1 @@
+"""DVC: every dataset variant versioned, pushed and checked out by hash."""
