@@ -1,6 +1,5 @@
 """The single inference path every model-using operator goes through (STYLE rule 3)."""
 
-from bettersynth.core.device import resolve_device, resolve_dtype
 from bettersynth.engine import (  # noqa: F401  (register their loaders)
     aesthetics,
     hf_loaders,  # noqa: F401  (registers the hf_* loaders)
@@ -29,6 +28,4 @@ __all__ = [
     "derive_seed",
     "image_rows",
     "load_model",
-    "resolve_device",
-    "resolve_dtype",
 ]
