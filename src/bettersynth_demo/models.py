@@ -28,6 +28,7 @@ from transformers import (
     CLIPModel,
     CLIPProcessor,
     CLIPVisionConfig,
+    CLIPVisionModel,
     LlamaConfig,
     LlamaForCausalLM,
     LlavaConfig,
@@ -165,3 +166,28 @@ def build_tiny_causal_lm(out_dir: Path, texts: Sequence[str], seed: int = 0) -> 
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def build_tiny_mini_gemini(out_dir: Path, texts: Sequence[str], seed: int = 0) -> Path:
+    """A pico Mini-Gemini: HF CLIP tower (32 px), open_clip ConvNeXt aux tower (64 px), Llama LM, patch-info mining.
+
+    Built from its parts the way a user builds MGM-2B (``bettersynth.vlm.builder.build_mini_gemini``);
+    the parts are written beside ``out_dir`` in ``<out_dir>-parts/`` in the layouts users download.
+    """
+    from bettersynth.vlm.aux_tower import AuxTowerSpec
+    from bettersynth.vlm.builder import build_mini_gemini
+    from bettersynth_demo.open_clip_models import build_tiny_open_clip
+
+    out_dir = Path(out_dir)
+    parts = out_dir.parent / f"{out_dir.name}-parts"
+    torch.manual_seed(seed)
+    vision = parts / "clip-vision"
+    CLIPVisionModel(CLIPVisionConfig(**_vision_config())).save_pretrained(vision)
+    _clip_image_processor().save_pretrained(vision)
+    lm = build_tiny_causal_lm(parts / "lm", texts, seed=seed)
+    aux = AuxTowerSpec.from_open_clip_dir(build_tiny_open_clip(parts / "convnext", kind="convnext", seed=seed),
+                                          image_size=2 * IMAGE_SIZE)
+    return build_mini_gemini(vision, lm, aux, out_dir, seed=seed)  # window 4: 16x16 stage-0 cells over 4x4 tokens
+
+
+BASE_MODELS = {"llava": build_tiny_llava, "mgm": build_tiny_mini_gemini}  # --arch: the pico base VLM to train

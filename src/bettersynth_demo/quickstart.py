@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import mlflow
 
@@ -20,11 +21,7 @@ from bettersynth.platform.placement import load_profile
 from bettersynth.reports.summary import RunSummary, collect_summary
 from bettersynth.tracking.runs import ensure_experiment, local_tracking_uri
 from bettersynth.versioning.dvc import ensure_dvc_project
-from bettersynth_demo.models import (
-    build_tiny_captioner,
-    build_tiny_clip,
-    build_tiny_llava,
-)
+from bettersynth_demo.models import BASE_MODELS, build_tiny_captioner, build_tiny_clip
 from bettersynth_demo.world import WorldConfig, all_texts, build_world
 
 log = logging.getLogger(__name__)
@@ -36,6 +33,7 @@ EXPERIMENT = "bettersynth-quickstart"
 class QuickstartConfig:
     workspace: Path = Path(".")  # DVC project; gets data/, models/, mlflow.db, mlruns/, local_outputs/
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # one finetune per seed
+    arch: Literal["llava", "mgm"] = "llava"  # the pico base VLM: LLaVA, or Mini-Gemini (aux ConvNeXt + mining)
     world: WorldConfig = field(default_factory=WorldConfig)  # size of the demo corpus
     caption_fraction: float = 0.2  # share of samples the captioner rewrites
     soup_methods: tuple[str, ...] = ("uniform", "greedy")
@@ -49,8 +47,8 @@ class QuickstartConfig:
     eval_shards: int = 1  # > 1: each evaluation split over that many tasks, merged exactly
 
 
-def prepare_inputs(workspace: Path, world_config: WorldConfig):
-    """Build the demo world and the tiny models (offline, deterministic, seconds)."""
+def prepare_inputs(workspace: Path, world_config: WorldConfig, arch: str = "llava"):
+    """Build the demo world and the tiny models (offline, deterministic, seconds); the base VLM is ``<arch>-base``."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # three pico checkpoints don't need progress bars
@@ -59,7 +57,7 @@ def prepare_inputs(workspace: Path, world_config: WorldConfig):
     models = workspace / "models"
     build_tiny_clip(models / "clip", texts)
     build_tiny_captioner(models / "captioner", texts)
-    build_tiny_llava(models / "llava-base", texts)
+    BASE_MODELS[arch](models / f"{arch}-base", texts)
     return world, models
 
 
@@ -69,7 +67,7 @@ def run_quickstart(config: QuickstartConfig) -> RunSummary:
     repo = repo_root()
     workspace = Path(config.workspace).resolve()
     workspace.mkdir(parents=True, exist_ok=True)
-    world, models = prepare_inputs(workspace, config.world)
+    world, models = prepare_inputs(workspace, config.world, config.arch)
     log.info("demo world and tiny models ready in %.1fs", time.monotonic() - started)
 
     ensure_dvc_project(workspace)
@@ -85,7 +83,7 @@ def run_quickstart(config: QuickstartConfig) -> RunSummary:
         filter_recipe=str(repo / config.filter_recipe),
         caption_recipe=str(repo / config.caption_recipe),
         model_root=str(models),
-        base_model=str(models / "llava-base"),
+        base_model=str(models / f"{config.arch}-base"),
         instruct_data=str(world.instruct_json),
         train_config=str(repo / config.train_config),
         textvqa_dir=str(world.textvqa.folder),

@@ -33,12 +33,17 @@ def test_deepspeed_offload_uses_deepspeeds_cpu_adam_with_the_stage_lr():
     assert deepspeed_config(defaults_for("align", dtype="fp32"), DeepSpeedSettings())["bf16"] == {"enabled": False}
 
 
-def test_deepspeed_only_with_cuda():
+def test_deepspeed_auto_means_with_cuda_and_on_means_also_on_cpu():
     assert use_deepspeed(DeepSpeedSettings(), cuda_available=True)
     assert not use_deepspeed(DeepSpeedSettings(), cuda_available=False)  # same code trains on CPU
     assert not use_deepspeed(DeepSpeedSettings(enabled="off"), cuda_available=True)
-    with pytest.raises(ValueError, match="deepspeed.enabled is 'on'"):
-        use_deepspeed(DeepSpeedSettings(enabled="on"), cuda_available=False)
+    assert use_deepspeed(DeepSpeedSettings(enabled="on"), cuda_available=False)  # ZeRO-2 over gloo
+
+
+def test_deepspeed_precision_follows_the_device():
+    stage = defaults_for("align")  # dtype auto
+    assert deepspeed_config(stage, DeepSpeedSettings(), device="cuda")["bf16"] == {"enabled": True}
+    assert deepspeed_config(stage, DeepSpeedSettings(), device="cpu")["bf16"] == {"enabled": False}
 
 
 def test_missing_deepspeed_says_how_to_get_it(monkeypatch):
@@ -87,7 +92,7 @@ def test_world_size_that_cannot_meet_the_global_batch_is_refused():
         MultiNodeJob(**JOB | {"name": "Seed_0"})
 
 
-def test_cpu_trains_with_the_torch_engine_and_refuses_deepspeed_on():
+def test_cpu_trains_with_the_torch_engine_by_default():
     import torch
 
     from bettersynth.train.engine import DistInfo, TorchEngine, make_engine
@@ -111,5 +116,3 @@ def test_cpu_trains_with_the_torch_engine_and_refuses_deepspeed_on():
     for p, g in zip(params, grads):
         p.grad = g
     assert engine.step(lr=0.0) == pytest.approx(want_norm)  # the norm of grads / 12, before clipping
-    with pytest.raises(ValueError, match="deepspeed.enabled is 'on'"):
-        make_engine(model, params, stage, DeepSpeedSettings(enabled="on"), DistInfo())

@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     started = time.monotonic()
     config = ProxyConfig(workspace=Path(args.workspace), seeds=args.seeds, recipes=tuple(args.recipes),
-                         soup_methods=tuple(args.soup_methods), tracking_uri=args.tracking_uri)
+                         soup_methods=tuple(args.soup_methods), tracking_uri=args.tracking_uri, arch=args.arch)
     models = ProxyModels.load(config.workspace) if args.reuse_models else None
     if models is not None and models.world.load_config() != config.world:
         models = None  # built for another world: train again
@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     parser.add_argument("--recipes", nargs="+", default=["no-filter", "similarity", "similarity-recaption"])
     parser.add_argument("--soup-methods", nargs="+", default=["greedy"], choices=["uniform", "greedy", "maximum"],
                         help="one soup of each recipe's seeds per method (each adds about 35 s a recipe)")
+    parser.add_argument("--arch", choices=["llava", "mgm"], default="llava",
+                        help="base VLM the recipes train: LLaVA, or Mini-Gemini with a ConvNeXt aux tower")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in this process (0: torch default)")
     parser.add_argument("--reuse-models", action="store_true",
                         help="skip building the world and training its models when this workspace has them")

@@ -1,13 +1,14 @@
-"""DeepSpeed ZeRO-2 configuration derived from a stage's settings (GPU runs only).
+"""DeepSpeed ZeRO-2 configuration derived from a stage's settings.
 
 Why: the recipe trains with ZeRO-2 (optimizer states and gradients sharded
 over the data-parallel ranks), and the challenge kit offloads the optimizer to
 CPU to fit 2B models on 24-48 GB cards. The JSON must agree with the stage's
 global batch arithmetic, or DeepSpeed refuses to start (or, with ``"auto"``
 left unresolved outside the HF Trainer, fails late); deriving it from
-``StageConfig`` keeps one source of truth. DeepSpeed itself is the optional
-``gpu`` extra and is imported only by ``require_deepspeed``: the config is
-plain data, testable on a CPU machine without it.
+``StageConfig`` keeps one source of truth. DeepSpeed is imported only by
+``require_deepspeed``; it installs without compiled ops (the ``dev`` extra),
+and ``enabled: on`` runs ZeRO-2 on CPU too (gloo), which is how the tests
+check it against the plain loop. The GPU image builds its fused ops.
 
 Settings that are known to work with offload (LLaVA/MGM ``zero2_offload``):
 ``offload_optimizer.device=cpu`` with ``pin_memory``, an ``optimizer`` section
@@ -27,8 +28,10 @@ from __future__ import annotations
 import importlib
 from typing import Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from bettersynth.core.device import resolve_dtype
 from bettersynth.train.config import StageConfig
 
 
@@ -37,7 +40,7 @@ class DeepSpeedSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: Literal["auto", "on", "off"] = "auto"  # auto: on when CUDA is present, off on CPU
+    enabled: Literal["auto", "on", "off"] = "auto"  # auto: on when CUDA is present; on: also on CPU (gloo)
     zero_stage: Literal[2] = 2  # ZeRO-2: shard optimizer states and gradients (the recipe's choice)
     offload_optimizer: bool = False  # keep optimizer states on CPU (DeepSpeedCPUAdam); slower, much less GPU memory
     bucket_size: int = Field(500_000_000, gt=0)  # elements per reduce / all-gather bucket
@@ -45,14 +48,12 @@ class DeepSpeedSettings(BaseModel):
 
 
 def use_deepspeed(settings: DeepSpeedSettings, cuda_available: bool) -> bool:
-    """Whether this run uses DeepSpeed; ``on`` without CUDA is an error naming the field."""
-    if settings.enabled == "on" and not cuda_available:
-        raise ValueError("deepspeed.enabled is 'on' but no CUDA device is present; use 'auto' or 'off'")
+    """Whether this run uses DeepSpeed: ``on`` always (CPU included), ``auto`` when CUDA is present."""
     return settings.enabled == "on" or (settings.enabled == "auto" and cuda_available)
 
 
-def deepspeed_config(stage: StageConfig, settings: DeepSpeedSettings) -> dict[str, Any]:
-    """The DeepSpeed JSON for ``stage``: batch sizes, precision, clipping and ZeRO-2, all concrete."""
+def deepspeed_config(stage: StageConfig, settings: DeepSpeedSettings, device: str = "cuda") -> dict[str, Any]:
+    """The DeepSpeed JSON for ``stage`` on ``device``: batch sizes, precision, clipping and ZeRO-2, all concrete."""
     zero: dict[str, Any] = {
         "stage": settings.zero_stage,
         "overlap_comm": settings.overlap_comm,
@@ -66,7 +67,7 @@ def deepspeed_config(stage: StageConfig, settings: DeepSpeedSettings) -> dict[st
         "train_micro_batch_size_per_gpu": stage.per_device_batch_size,
         "gradient_accumulation_steps": stage.gradient_accumulation_steps,
         "gradient_clipping": stage.max_grad_norm,
-        "bf16": {"enabled": stage.dtype != "fp32"},  # auto resolves to bf16 on CUDA
+        "bf16": {"enabled": resolve_dtype(stage.dtype, device) == torch.bfloat16},  # auto: bf16 on CUDA, fp32 on CPU
         "fp16": {"enabled": False},
         "zero_optimization": zero,
         "steps_per_print": 10**9,  # bettersynth logs every step itself

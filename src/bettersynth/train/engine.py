@@ -134,7 +134,11 @@ class DeepSpeedEngine:
     def __init__(self, model: nn.Module, params: list[nn.Parameter], config: StageConfig,
                  settings: DeepSpeedSettings, info: DistInfo) -> None:
         deepspeed = require_deepspeed()
-        self.info, self.ds_config = info, deepspeed_config(config, settings)
+        device = next(model.parameters()).device.type
+        if not dist.is_initialized():  # one process without torchrun: a group of one, not DeepSpeed's MPI discovery
+            dist.init_process_group("nccl" if device == "cuda" else "gloo", store=dist.HashStore(), rank=0, world_size=1)
+            os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed's sanity check reads it; torchrun sets it
+        self.info, self.ds_config = info, deepspeed_config(config, settings, device)
         client = None if "optimizer" in self.ds_config else torch.optim.AdamW(
             params, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(

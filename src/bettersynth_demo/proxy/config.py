@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bettersynth_demo.proxy.base_model import LMConfig
 from bettersynth_demo.proxy.scorer import ScorerConfig
@@ -62,15 +62,21 @@ class ProxyConfig:
     registered_model: str = "bettersynth-proxy-vlm"
     experiment: str = EXPERIMENT
     tracking_uri: str | None = None
+    arch: Literal["llava", "mgm"] = "llava"  # the base VLM: LLaVA, or Mini-Gemini (scorer tower + ConvNeXt aux)
 
 
 @dataclass
 class ProxyModels:
     world: ProxyWorldPaths
-    model_root: Path  # clip/, lm/, llava-base/, captioner/
+    model_root: Path  # clip/, lm/, <arch>-base/, captioner/
     threshold: float
     timings: dict[str, float]
     scorer_losses: list[float]
+    arch: str = "llava"  # which base the recipes train from
+
+    @property
+    def base_model(self) -> Path:
+        return self.model_root / f"{self.arch}-base"
 
     @classmethod
     def load(cls, workspace: Path) -> ProxyModels | None:
@@ -83,4 +89,5 @@ class ProxyModels:
         world = ProxyWorldPaths.under(workspace / "data" / "proxy")
         if not world.world.labels.is_file():  # a run killed while the key was sealed away: rebuild, byte-identical
             build_proxy_world(world.root, world.load_config())
-        return cls(world, record.parent, data["threshold"], data["timings"], data["scorer_losses"])
+        return cls(world, record.parent, data["threshold"], data["timings"], data["scorer_losses"],
+                   data.get("arch", "llava"))

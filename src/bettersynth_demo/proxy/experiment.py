@@ -54,9 +54,7 @@ from bettersynth_demo.proxy.world import (
 log = logging.getLogger(__name__)
 
 def prepare_models(config: ProxyConfig) -> ProxyModels:
-    """Build the proxy world and train its models (scorer, LM, LLaVA base, captioner), in that order."""
-    from bettersynth.vlm.builder import build_llava
-
+    """Build the proxy world and train its models (scorer, LM, base VLM, captioner), in that order."""
     workspace = Path(config.workspace).resolve()
     timings: dict[str, float] = {}
     started = time.monotonic()
@@ -70,15 +68,42 @@ def prepare_models(config: ProxyConfig) -> ProxyModels:
     lm = train_language_model(captions, chats, vocab, models / "lm", config.lm)
     timings["lm"] = lm.seconds
     mark = time.monotonic()
-    build_llava(models / SCORER, models / "lm", models / "llava-base", seed=config.lm.seed)
-    train_captioner(world, models / "llava-base", models / CAPTIONER, config.captioner)
+    base = build_base(config.arch, models, seed=config.lm.seed)
+    train_captioner(world, base, models / CAPTIONER, config.captioner)
     timings["base_and_captioner"] = time.monotonic() - mark
     threshold = threshold_from_clean(pair_similarities(models / SCORER, read_pairs(world.calibration_jsonl)),
                                      keep=config.clean_keep)
-    result = ProxyModels(world, models, threshold, timings, scorer.losses)
+    result = ProxyModels(world, models, threshold, timings, scorer.losses, config.arch)
     (models / MODELS_FILE).write_text(json.dumps(
-        {"threshold": threshold, "timings": timings, "scorer_losses": scorer.losses, "lm_losses": lm.losses}, indent=2))
+        {"threshold": threshold, "timings": timings, "scorer_losses": scorer.losses, "lm_losses": lm.losses,
+         "arch": config.arch}, indent=2))
     return result
+
+
+def _llava_base(models: Path, out: Path, seed: int) -> Path:
+    from bettersynth.vlm.builder import build_llava
+
+    return build_llava(models / SCORER, models / "lm", out, seed=seed)
+
+
+def _mini_gemini_base(models: Path, out: Path, seed: int) -> Path:
+    """A pico ConvNeXt aux tower (random weights: the proxy trains no ConvNeXt) at twice the scorer's resolution."""
+    from bettersynth.vlm.aux_tower import AuxTowerSpec
+    from bettersynth.vlm.builder import build_mini_gemini
+    from bettersynth_demo.open_clip_models import build_tiny_open_clip
+
+    scorer_size = json.loads((models / SCORER / "config.json").read_text())["vision_config"]["image_size"]
+    aux = AuxTowerSpec.from_open_clip_dir(build_tiny_open_clip(models / "convnext", kind="convnext", seed=seed),
+                                          image_size=2 * scorer_size)
+    return build_mini_gemini(models / SCORER, models / "lm", aux, out, seed=seed)
+
+
+BASES = {"llava": _llava_base, "mgm": _mini_gemini_base}  # --arch: the base VLM, from the scorer's tower and the LM
+
+
+def build_base(arch: str, models: Path, seed: int) -> Path:
+    """The base VLM every recipe trains from, at ``models/<arch>-base``."""
+    return BASES[arch](models, models / f"{arch}-base", seed)
 
 
 CAPTION_REQUEST = f"{LLAVA_IMAGE_TOKEN}\n{DEFAULT_CHAT_PROMPT}"  # the human turn the captioner answers
@@ -153,6 +178,9 @@ def run_proxy(config: ProxyConfig, models: ProxyModels | None = None) -> dict[st
     if unknown:
         raise ValueError(f"recipes: unknown {unknown}; known: {RECIPES.names()}")
     models = models or prepare_models(config)
+    if models.arch != config.arch:
+        raise ValueError(f"arch: the reused models in {models.model_root} have a {models.arch!r} base, "
+                         f"not {config.arch!r}; drop --reuse-models or pass --arch {models.arch}")
     rows = []
     for name in config.recipes:
         spec = RECIPES.get(name)(models.threshold)

@@ -48,7 +48,7 @@ def pipeline_arguments(config: ProxyConfig, models: ProxyModels, name: str, spec
     return {
         "workspace": str(Path(config.workspace).resolve()), "seed_dataset": str(world.seed_jsonl.parent),
         "filter_recipe": str(filter_recipe), "caption_recipe": str(caption_recipe),
-        "model_root": str(models.model_root), "base_model": str(models.model_root / "llava-base"),
+        "model_root": str(models.model_root), "base_model": str(models.base_model),
         "instruct_data": str(world.instruct_json), "train_config": str(train_config),
         "textvqa_dir": str(world.textvqa.folder), "mmbench_tsv": str(world.mmbench_tsv),
         "heldout_textvqa_dir": str(world.heldout_textvqa.folder), "heldout_mmbench_tsv": str(world.heldout_mmbench_tsv),
