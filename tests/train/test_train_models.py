@@ -1,10 +1,12 @@
 """LLaVA and Mini-Gemini built from separate local parts: weights carried over, shapes, gradients, freezing."""
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
@@ -12,12 +14,14 @@ from bettersynth.train import defaults_for, freeze_for_stage, train_stage
 from bettersynth.vlm import load_vlm, vlm_class
 from bettersynth.vlm.aux_tower import AuxTowerSpec, build_aux_tower
 from bettersynth.vlm.builder import build_llava, build_mini_gemini
-from bettersynth.vlm.mgm import MiniGeminiForConditionalGeneration
-from bettersynth.vlm.mining import PatchInfoMining
+from bettersynth.vlm.mgm import MiniGeminiConfig, MiniGeminiForConditionalGeneration
+from bettersynth.vlm.mining import PatchInfoMining, window_for
 from bettersynth_demo.models import build_tiny_clip
 from bettersynth_demo.tokenizers import train_lm_tokenizer
 
-# convnext_atto (open_clip preset convnext_base with its trunk swapped): 3.4M params, 64 px -> 2x2 map.
+# convnext_atto (open_clip preset convnext_base with its trunk swapped): 3.4M params; at 64 px its stages give
+# 16x16 (40 ch), 8x8 (80), 4x4 (160), 2x2 (320): MGM's map is all four at 16x16, 600 channels. With the pico CLIP
+# (32 px, patch 8: 4x4 tokens) each token mines a 4x4 window.
 PICO_AUX = AuxTowerSpec(
     preset="convnext_base", image_size=64,
     overrides={"embed_dim": 16, "vision_cfg": {"timm_model_name": "convnext_atto"},
@@ -26,7 +30,7 @@ PICO_AUX = AuxTowerSpec(
 
 
 def _naive_mining(m: PatchInfoMining, low: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-    """Token by token, window by window, straight from the definition."""
+    """Token by token, window by window, straight from the definition: token (r, c) reads cells [r*k:(r+1)*k, c*k:...]."""
     b, n, d = low.shape
     side, k = int(n**0.5), m.window
     out = low.clone()
@@ -51,6 +55,38 @@ def test_mining_matches_the_definition_and_keeps_shape():
     assert mining(low, torch.randn(2, 6, 4, 4)).shape == low.shape
     with pytest.raises(ValueError, match="square grid"):
         mining(torch.randn(1, 8, 8), aux[:1])
+
+
+def test_mining_is_mgms_arithmetic_on_mgms_window():
+    """The pico model's case: a 16x16 map over 4x4 tokens, window 4, no resizing."""
+    torch.manual_seed(0)
+    mining = PatchInfoMining(low_dim=8, aux_dim=600, window=window_for(16, 4))
+    low, aux = torch.randn(2, 16, 8), torch.randn(2, 600, 16, 16)
+    torch.testing.assert_close(mining(low, aux), _naive_mining(mining, low, aux), rtol=1e-5, atol=1e-5)
+
+
+def test_mining_window_is_the_grid_ratio_and_must_divide():
+    assert window_for(192, 24) == 8 and window_for(16, 4) == 4  # MGM's 768 px / 4 over 336 / 14; the pico's
+    for aux_grid, tokens in ((10, 4), (2, 4), (16, 0)):
+        with pytest.raises(ValueError, match="not a whole multiple of the CLIP token grid"):
+            window_for(aux_grid, tokens)
+
+
+def test_aux_features_are_every_stage_upsampled_to_stage_zero():
+    tower = build_aux_tower(PICO_AUX).eval()
+    assert tower.channels == 40 + 80 + 160 + 320 and tower.grid(64) == 16
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        got = tower(pixels)
+        x, maps = tower.trunk.stem(pixels), []
+        for stage in tower.trunk.stages:
+            x = stage(x)
+            maps.append(F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False))
+    assert got.shape == (2, 600, 16, 16)
+    torch.testing.assert_close(got, torch.cat(maps, dim=1))
+    assert torch.equal(got[:, :40], maps[0])  # stage 0 as it is, first
+    legacy = build_aux_tower(PICO_AUX, "last_stage")
+    assert legacy.channels == 320 and legacy.grid(64) == 2
 
 
 def test_mining_detail_reaches_only_its_own_token():
@@ -125,7 +161,7 @@ def built_mgm(parts, tmp_path_factory) -> Path:
     torch.save({"state_dict": {f"visual.trunk.{k}": v for k, v in aux_model.trunk.state_dict().items()}},
                root / "aux.pt")
     return build_mini_gemini(*parts, PICO_AUX.model_copy(update={"checkpoint": str(root / "aux.pt")}),
-                             root / "mgm", mining_window=2), aux_model
+                             root / "mgm"), aux_model
 
 
 def test_mini_gemini_saves_loads_and_keeps_the_aux_weights(built_mgm):
@@ -134,6 +170,46 @@ def test_mini_gemini_saves_loads_and_keeps_the_aux_weights(built_mgm):
     model = load_vlm(model_dir).model
     for name, tensor in aux_model.state_dict().items():
         assert torch.equal(model.model.aux_tower.state_dict()[name], tensor), name
+    # MGM's reading, the window derived from the grids (16x16 stage-0 cells over 4x4 tokens), both saved.
+    assert (model.config.aux_features, model.config.mining_window, model.model.patch_mining.window) == ("mgm", 4, 4)
+    assert model.model.patch_mining.k[1].weight.shape == (32, 600)  # all four stages' channels -> CLIP width
+    assert model.model.aux_tower(torch.randn(1, 3, 64, 64)).shape == (1, 600, 16, 16)
+
+
+def test_mini_gemini_refuses_grids_that_do_not_divide(parts, tmp_path):
+    """Patch 14 with the aux at the CLIP size (as 336 px / 14 with a 336 px aux): 14x14 stage-0 cells, 4x4 tokens."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig
+
+    clip = tmp_path / "clip-56"
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                     image_size=56, patch_size=14)).save_pretrained(clip)
+    CLIPImageProcessor(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}).save_pretrained(clip)
+    with pytest.raises(ValueError, match="14x14 grid is not a whole multiple of the CLIP token grid 4x4"):
+        build_mini_gemini(clip, parts[1], PICO_AUX.model_copy(update={"image_size": 56}), tmp_path / "mgm")
+    assert not (tmp_path / "mgm").exists()
+
+
+def test_a_config_from_before_aux_features_keeps_its_last_stage_reading(tmp_path):
+    """Saved models whose config lacks ``aux_features`` were trained on the last stage: they load and run as such."""
+    from transformers import CLIPVisionConfig
+
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=8)
+    text = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    old = MiniGeminiForConditionalGeneration(MiniGeminiConfig(
+        vision_config=vision, text_config=text, aux_tower=PICO_AUX.model_dump(), aux_features="last_stage",
+        mining_window=2, image_token_index=63)).eval()
+    old.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["aux_features"]  # as written before the field existed
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    again = MiniGeminiForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert (again.config.aux_features, again.config.mining_window, again.model.aux_tower.channels) == ("last_stage", 2, 320)
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        want = old.model.get_image_features(pixel_values=pixels).pooler_output[0]
+        assert torch.equal(again.model.get_image_features(pixel_values=pixels).pooler_output[0], want)
+    assert MiniGeminiConfig().aux_features == "mgm"  # a new config reads as MGM does
 
 
 def test_mini_gemini_freezing_and_gradient_flow_in_stage_one(built_mgm):

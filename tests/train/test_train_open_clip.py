@@ -67,14 +67,14 @@ def test_llava_from_open_clip_vit_freezes_and_trains_the_projector(oc_llava, pic
 def test_mini_gemini_with_open_clip_towers(pico_open_clip, lm_dir, tmp_path):
     spec = AuxTowerSpec.from_open_clip_dir(f"local-dir:{pico_open_clip['convnext']}", image_size=64)
     assert spec.checkpoint.endswith("open_clip_model.safetensors") and spec.model_cfg["vision_cfg"]["timm_model_name"]
-    out = build_mini_gemini(f"local-dir:{pico_open_clip['vit']}", lm_dir, spec, tmp_path / "mgm", mining_window=2)
+    out = build_mini_gemini(f"local-dir:{pico_open_clip['vit']}", lm_dir, spec, tmp_path / "mgm")
     saved = json.loads((out / "config.json").read_text())["aux_tower"]
     assert saved["checkpoint"] is None and saved["model_cfg"] == spec.model_cfg  # loads without the folder
     model = load_vlm(out).model
     trunk = open_clip.create_model(f"local-dir:{pico_open_clip['convnext']}").visual.trunk.state_dict()
     assert model.model.aux_tower.trunk.state_dict().keys() == trunk.keys()
     assert all(torch.equal(t, trunk[n]) for n, t in model.model.aux_tower.trunk.state_dict().items())
-    assert model.model.aux_tower(torch.randn(1, 3, 64, 64)).shape == (1, 320, 2, 2)  # convnext_atto, /32
+    assert model.model.aux_tower(torch.randn(1, 3, 64, 64)).shape == (1, 600, 16, 16)  # atto: 40+80+160+320 at /4
 
     counts = freeze_for_stage(model, "align")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -97,4 +97,4 @@ def test_aux_checkpoint_that_does_not_fit_is_refused(pico_open_clip, tmp_path):
         build_aux_tower(spec.model_copy(update={"checkpoint": str(pico_open_clip["vit"] / "open_clip_model.safetensors")}))
     real = build_aux_tower(AuxTowerSpec(preset="convnext_base", image_size=64,
                                         overrides={"vision_cfg": {"timm_model_name": "convnext_atto"}}))
-    assert real.channels == 320
+    assert real.channels == 600  # every stage, as Mini-Gemini reads it

@@ -13,17 +13,27 @@ Example::
     spec = AuxTowerSpec(preset="convnext_large_d_320", image_size=768, checkpoint="/models/convnext/open_clip_model.safetensors")
     spec = AuxTowerSpec.from_open_clip_dir("/models/convnext_large_d_320", image_size=768)  # the same, from its folder
     tower = build_aux_tower(spec)
-    tower(pixels).shape  # (B, 1536, 24, 24)
+    tower(pixels).shape  # (B, 2880, 192, 192): MGM's map, all four stages at stage 0's stride 4
+
+The feature map is MGM's (dvlab-research/MGM, ``openclip_encoder.py``): every
+ConvNeXt stage, each upsampled to the first stage's grid and concatenated along
+channels, so the mining weights of an MGM checkpoint fit ours. Models built
+before this read only the last stage; ``AUX_FEATURES`` keeps both readings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+AuxFeatures = Literal["mgm", "last_stage"]  # how the trunk's stages become the map the mining reads
 
 
 class AuxTowerSpec(BaseModel):
@@ -52,22 +62,62 @@ class AuxTowerSpec(BaseModel):
                    checkpoint=str(weights[0]))
 
 
-class ConvNextFeatures(nn.Module):
-    """The ConvNeXt trunk without pooling or head: pixels -> last-stage feature map."""
+def _all_stages(trunk: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """MGM's map: stem, then each stage's output, upsampled to stage 0's grid, concatenated in stage order."""
+    maps, x = [], trunk.stem(pixels)
+    for stage in trunk.stages:
+        x = stage(x)
+        maps.append(x)
+    size = maps[0].shape[-2:]  # MGM upsamples in float32 (bilinear, align_corners=False), then casts back
+    up = [F.interpolate(m.float(), size=size, mode="bilinear", align_corners=False).to(m.dtype) for m in maps[1:]]
+    return torch.cat([maps[0], *up], dim=1)
 
-    def __init__(self, trunk: nn.Module) -> None:
+
+def _last_stage(trunk: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """The map of models built before MGM's reading: the last stage only (stride 32)."""
+    return trunk.forward_features(pixels)
+
+
+@dataclass(frozen=True)
+class FeatureReading:
+    """One way to read the trunk: the map it computes, which stages it holds, how the low-res image is made."""
+
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    stages: slice  # the trunk.feature_info entries in the map (channels: their sum; grid: the first one's)
+    antialias: bool  # whether the CLIP tower's low-res input is downsampled with antialiasing
+
+
+AUX_FEATURES: dict[str, FeatureReading] = {
+    # MGM downsamples the aux image for CLIP with plain bilinear (align_corners=False): train.py, model_vqa.py.
+    "mgm": FeatureReading(_all_stages, slice(None), antialias=False),
+    "last_stage": FeatureReading(_last_stage, slice(-1, None), antialias=True),
+}
+
+
+class ConvNextFeatures(nn.Module):
+    """The ConvNeXt trunk without pooling or head: pixels -> the feature map ``features`` names."""
+
+    def __init__(self, trunk: nn.Module, features: AuxFeatures = "mgm") -> None:
         super().__init__()
+        if features not in AUX_FEATURES:
+            raise ValueError(f"aux_features {features!r}: expected one of {sorted(AUX_FEATURES)}")
         self.trunk = trunk
+        self.features = features
+        self.reading = AUX_FEATURES[features]
 
     @property
     def channels(self) -> int:
-        return int(self.trunk.num_features)
+        return sum(int(info["num_chs"]) for info in self.trunk.feature_info[self.reading.stages])
+
+    def grid(self, image_size: int) -> int:
+        """Side of the map for a square ``image_size`` input (ConvNeXt's stem and downsamples floor)."""
+        return image_size // int(self.trunk.feature_info[self.reading.stages][0]["reduction"])
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.trunk.forward_features(pixel_values)
+        return self.reading.forward(self.trunk, pixel_values)
 
 
-def build_aux_tower(spec: AuxTowerSpec) -> ConvNextFeatures:
+def build_aux_tower(spec: AuxTowerSpec, features: AuxFeatures = "mgm") -> ConvNextFeatures:
     """Build the image trunk offline (never pretrained from the hub), then load ``spec.checkpoint`` if given."""
     from open_clip import get_model_config
     from open_clip.factory import load_state_dict
@@ -94,4 +144,11 @@ def build_aux_tower(spec: AuxTowerSpec) -> ConvNextFeatures:
                 f"(no visual.trunk.* weights, or missing {result.missing_keys[:3]}, "
                 f"unexpected {result.unexpected_keys[:3]})"
             )
-    return ConvNextFeatures(trunk)
+    return ConvNextFeatures(trunk, features)
+
+
+def aux_grid(spec: AuxTowerSpec, features: AuxFeatures = "mgm") -> int:
+    """Side of the tower's map at ``spec.image_size``, read off a weightless (meta-device) build."""
+    with torch.device("meta"):
+        tower = build_aux_tower(spec.model_copy(update={"checkpoint": None}), features)
+    return tower.grid(spec.image_size)

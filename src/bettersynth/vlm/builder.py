@@ -40,17 +40,19 @@ IMAGE_TOKEN = "<image>"
 
 def build_llava(vision_dir: Path | str, lm_dir: Path, out_dir: Path, seed: int = 0) -> Path:
     """A ``LlavaForConditionalGeneration`` with the given tower (HF CLIP, or open_clip ViT) and LM, saved with its processor."""
-    return _build(vision_dir, lm_dir, out_dir, seed, aux=None, mining_window=0)
+    return _build(vision_dir, lm_dir, out_dir, seed, aux=None)
 
 
-def build_mini_gemini(
-    vision_dir: Path | str, lm_dir: Path, aux: AuxTowerSpec, out_dir: Path, mining_window: int = 2, seed: int = 0
-) -> Path:
-    """A Mini-Gemini-style model: the LLaVA parts plus the aux ConvNeXt (``aux.checkpoint``) and fresh mining."""
-    return _build(vision_dir, lm_dir, out_dir, seed, aux=aux, mining_window=mining_window)
+def build_mini_gemini(vision_dir: Path | str, lm_dir: Path, aux: AuxTowerSpec, out_dir: Path, seed: int = 0) -> Path:
+    """A Mini-Gemini-style model: the LLaVA parts plus the aux ConvNeXt (``aux.checkpoint``) and fresh mining.
+
+    The mining window is MGM's, fixed by the towers: the aux stage-0 grid over the CLIP token grid (a
+    ValueError when it does not divide), so the model reads its aux map as MGM's code would.
+    """
+    return _build(vision_dir, lm_dir, out_dir, seed, aux=aux)
 
 
-def _build(vision_dir: Path | str, lm_dir: Path, out_dir: Path, seed: int, aux: AuxTowerSpec | None, mining_window: int) -> Path:
+def _build(vision_dir: Path | str, lm_dir: Path, out_dir: Path, seed: int, aux: AuxTowerSpec | None) -> Path:
     torch.manual_seed(seed)  # the fresh projector (and mining) initialisation
     vision, image_processor = load_vision_tower(vision_dir)
     lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
@@ -73,13 +75,13 @@ def _build(vision_dir: Path | str, lm_dir: Path, out_dir: Path, seed: int, aux: 
     if aux is None:
         model = LlavaForConditionalGeneration(LlavaConfig(**fields))
     else:
-        from bettersynth.vlm.mgm import MiniGeminiConfig, MiniGeminiForConditionalGeneration
+        from bettersynth.vlm.mgm import MiniGeminiConfig, MiniGeminiForConditionalGeneration, mgm_mining_window
 
         if aux.image_size % vcfg.image_size:
             raise ValueError(f"aux image_size {aux.image_size} must be a multiple of the CLIP tower's {vcfg.image_size}")
         model = MiniGeminiForConditionalGeneration(
-            MiniGeminiConfig(aux_tower=aux.model_copy(update={"checkpoint": None}).model_dump(),
-                             mining_window=mining_window, **fields)
+            MiniGeminiConfig(aux_tower=aux.model_copy(update={"checkpoint": None}).model_dump(), aux_features="mgm",
+                             mining_window=mgm_mining_window(vcfg, aux), **fields)
         )
         model.model.aux_tower.load_state_dict(build_aux_tower(aux).state_dict())
         # One processor at the aux size; the model downsamples for CLIP, so scale the patch to keep the token count.

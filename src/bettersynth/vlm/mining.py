@@ -5,10 +5,13 @@ detail such as text; the high-res aux tower can. Letting every low-res token
 query only the k x k high-res cells under it keeps the token count (and the
 LLM's cost) unchanged while adding the detail. The mined result is added to
 the low-res features before the projector (Li et al. 2024, arXiv 2403.18814).
+The arithmetic is MGM's (``unified_resampler`` in dvlab-research/MGM's
+``mgm_arch.py``), so an MGM checkpoint's ``vlm_uni_*_projector`` weights compute
+the same features here.
 
 Example::
 
-    mining = PatchInfoMining(low_dim=1024, aux_dim=1536, window=2)
+    mining = PatchInfoMining(low_dim=1024, aux_dim=2880, window=8)
     enriched = mining(clip_tokens, convnext_map)  # (B, 576, 1024), same shape as clip_tokens
 """
 
@@ -19,6 +22,15 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def window_for(aux_grid: int, token_grid: int) -> int:
+    """MGM's window: aux map cells per CLIP token along each side; the grids must divide exactly."""
+    if token_grid < 1 or aux_grid < token_grid or aux_grid % token_grid:
+        raise ValueError(f"the aux feature map's {aux_grid}x{aux_grid} grid is not a whole multiple of the CLIP "
+                         f"token grid {token_grid}x{token_grid}: each token needs an equal window of aux cells "
+                         "(pick an aux image_size whose first ConvNeXt stage divides by the token grid)")
+    return aux_grid // token_grid
 
 
 class PatchInfoMining(nn.Module):
@@ -34,7 +46,10 @@ class PatchInfoMining(nn.Module):
         self.v = nn.Sequential(nn.LayerNorm(aux_dim), nn.Linear(aux_dim, low_dim))
 
     def windows(self, aux: torch.Tensor, side: int) -> torch.Tensor:
-        """(B, C, H, W) -> (B, side*side, window*window, C); resized first when H != side*window."""
+        """(B, C, H, W) -> (B, side*side, window*window, C): token (row, col) gets its cells row-major.
+
+        A map of another size (a last-stage model's, or pixels not at the aux size) is resized to side*window first.
+        """
         k = self.window
         if aux.shape[-2:] != (side * k, side * k):
             aux = F.interpolate(aux, size=(side * k, side * k), mode="bilinear", align_corners=False)
@@ -50,5 +65,6 @@ class PatchInfoMining(nn.Module):
         cells = self.windows(aux.to(low.dtype), side)  # B, N, k*k, C
         q = self.q(low).unsqueeze(2)  # B, N, 1, D
         k, v = self.k(cells), self.v(cells)  # B, N, k*k, D
-        mined = F.scaled_dot_product_attention(q, k, v).squeeze(2)  # softmax(q k^T / sqrt(D)) v per window
-        return low + mined
+        # As MGM: the keys are scaled by 1/sqrt(D) before the product, non-finite logits are made finite.
+        logits = (q @ (k.transpose(-1, -2) / k.shape[-1] ** 0.5)).nan_to_num()
+        return low + (logits.softmax(-1) @ v).squeeze(2)
