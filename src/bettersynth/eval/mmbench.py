@@ -1,8 +1,19 @@
-"""MMBench TSV, LLaVA's prompt, rule-based answers and CircularEval.
+"""MMBench TSV, LLaVA's prompt, rule-based answers and CircularEval, scored as VLMEvalKit does.
 
 Why: MMBench ships each N-choice question N times with rotated options
 (index + k * 1_000_000); a question counts only when every rotation is right,
-which is what separates real knowledge from a letter bias.
+which is what separates real knowledge from a letter bias. The numbers follow
+VLMEvalKit's exact-matching path (``mcq_circular_eval`` and ``mcq_vanilla_eval`` in
+``vlmeval/dataset/utils/multiple_choice.py``, the circ0 selection in
+``vlmeval/dataset/image_mcq.py``):
+
+- answers: ``bettersynth.eval.choice.extract_choice`` (VLMEvalKit's ``can_infer``);
+- CircularEval: rows grouped by ``index % 1_000_000``; a group counts only when its
+  original row (``index == group``) is among the scored rows, and is right only when
+  every row in it is right; its category is the original row's;
+- single pass: every scored row with ``index <= 1_000_000`` (VLMEvalKit's comparison,
+  so the first rotated copy of question 0 counts too);
+- the LLM judge: off unless ``MMBench(..., judge=...)`` is given (see ``choice.Judge``).
 
 Example::
 
@@ -26,7 +37,7 @@ from PIL import Image
 
 from bettersynth.core.yaml_lines import read_utf8
 from bettersynth.eval.benchmark import BENCHMARKS, Benchmark, EvalItem, percent_mean
-from bettersynth.eval.choice import extract_choice
+from bettersynth.eval.choice import Judge, extract_choice
 
 __all__ = ["MMBench", "MMBenchRow", "extract_choice", "load_mmbench", "build_prompt"]
 
@@ -166,10 +177,16 @@ class MMBench(Benchmark):
 
     name = "mmbench"
 
-    def __init__(self, tsv_path: str | Path, limit: int | None = None) -> None:
-        """``limit`` keeps the first ``limit`` questions with all their rotations."""
+    def __init__(self, tsv_path: str | Path, limit: int | None = None, judge: Judge | None = None) -> None:
+        """``limit`` keeps the first ``limit`` questions with all their rotations.
+
+        ``judge`` is VLMEvalKit's LLM-judge step as a hook, off by default: called with
+        (question, options, reply) for a graded row whose reply the rules leave
+        undecided; its reply is read with the same rules (``choice.judge_choice``).
+        """
         if limit is not None and limit < 0:
             raise ValueError(f"limit: must be >= 0, got {limit}")
+        self.judge = judge
         self.rows = load_mmbench(tsv_path)
         if limit is not None:
             groups = list(dict.fromkeys(row.group for row in self.rows))[:limit]
@@ -190,7 +207,9 @@ class MMBench(Benchmark):
 
     def score_one(self, question_id: str, output: str) -> dict:
         row = self._by_id[question_id]
-        choice = extract_choice(output, row.options)
+        # A test-split row has nothing to grade: the judge is not asked for it.
+        choice = extract_choice(output, row.options, question=row.question,
+                                judge=self.judge if row.answer is not None else None)
         correct = None if row.answer is None else choice == row.answer
         return {"question_id": question_id, "prompt": build_prompt(row.question, row.options, row.hint),
                 "output": output, "answer": choice, "gt": row.answer,
@@ -202,11 +221,17 @@ class MMBench(Benchmark):
         graded = [r for r in records if r["score"] is not None]
         if not graded:
             return {}, {}
-        overall = _accuracies(graded)
+        groups = _circular_groups(graded)
+        single = [r for r in graded if r["index"] <= CIRCULAR_STRIDE]
+        overall = _accuracies(list(groups.values()), single)
         metrics = {f"mmbench_{name}": overall[name] for name in ("circular", "single") if name in overall}
-        tables = {f"mmbench_{key}": [{key: name, **_accuracies(rows)}
-                                     for name, rows in sorted(_split(graded, key).items())]
-                  for key in ("category", "l2_category")}
+        tables = {}
+        for key in ("category", "l2_category"):
+            names = sorted({original[key] for original, _ in groups.values()} | {r[key] for r in single})
+            tables[f"mmbench_{key}"] = [
+                {key: name, **_accuracies([g for g in groups.values() if g[0][key] == name],
+                                          [r for r in single if r[key] == name])}
+                for name in names]
         return metrics, tables
 
     def write_submission(self, path: str | Path, predictions: dict[str, str]) -> Path:
@@ -259,21 +284,28 @@ def _write_xlsx(path: Path, header: list[str], table: list[list]) -> None:
     book.save(path)
 
 
-def _split(records: list[dict], key: str) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = defaultdict(list)
+def _circular_groups(records: list[dict]) -> dict[int, tuple[dict, float]]:
+    """group -> (its original row's record, 1.0 when every row of the group is right).
+
+    A group whose original row (``index == group``) was not scored is left out, as
+    VLMEvalKit builds groups only around original rows.
+    """
+    rows: dict[int, list[dict]] = defaultdict(list)
     for record in records:
-        out[record[key]].append(record)
-    return out
+        rows[record["group"]].append(record)
+    groups = {}
+    for group, members in rows.items():
+        original = next((r for r in members if r["index"] == group), None)
+        if original is not None:
+            groups[group] = (original, float(all(r["score"] == 1.0 for r in members)))
+    return groups
 
 
-def _accuracies(records: list[dict]) -> dict[str, float | int]:
-    """Circular accuracy over groups (all rotations right) and single-pass accuracy."""
-    groups: dict[int, list[float]] = defaultdict(list)
-    for record in records:
-        groups[record["group"]].append(record["score"])
-    out = {"questions": len(groups),
-           "circular": percent_mean(float(all(s == 1.0 for s in g)) for g in groups.values())}
-    single = [r["score"] for r in records if r["index"] < CIRCULAR_STRIDE]
+def _accuracies(groups: list[tuple[dict, float]], single: list[dict]) -> dict[str, float | int]:
+    """Circular accuracy over kept groups and single-pass accuracy over rows (percent)."""
+    out: dict[str, float | int] = {"questions": len(groups)}
+    if groups:
+        out["circular"] = percent_mean(hit for _, hit in groups)
     if single:
-        out["single"] = percent_mean(single)
+        out["single"] = percent_mean(r["score"] for r in single)
     return out
