@@ -104,8 +104,8 @@ def bench_bare(model_dir: Path, samples, root: Path, batch_size: int) -> tuple[f
 
 
 def bench_ours(model_root: Path, jsonl: Path, root: Path, out: Path, batch_size: int, num_workers: int, use_cache: bool = False, min_score: float = -1.0, cache_dir: Path | None = None) -> tuple[float, list[float]]:
-    from bettersynth.data.jsonl import read_jsonl
     from bettersynth.core.device import resolve_device, resolve_dtype
+    from bettersynth.data.jsonl import read_jsonl
     from bettersynth.engine import EngineSettings, load_model
     from bettersynth.recipes.recipe import Recipe
     from bettersynth.recipes.runner import run_recipe
