@@ -22,10 +22,11 @@ def register_model(model: Input[Model], scores: Input[Metrics], name: str) -> st
     from bettersynth.steps.register import register_version, soup_tags
 
     meta = model.metadata
+    seed = meta.get("seed", "")
     tags = {
         "kind": str(meta.get("kind", "finetune")),
         "dataset.hash": str(meta.get("dataset_hash", "")),
-        "train.seed": str(meta.get("seed", "")),
+        "train.seed": str(int(seed)) if isinstance(seed, (int, float)) else str(seed),  # metadata turns 0 into 0.0
     }
     if meta.get("kind") == "soup":
         tags |= soup_tags(meta["method"], meta["ingredients"], meta.get("ingredient_scores"), meta["weights"])

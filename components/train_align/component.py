@@ -34,5 +34,7 @@ def train_align(
     from bettersynth.versioning.dvc import pointer_hash
 
     dataset_hash = pointer_hash(Path(dataset_pointer.path))
-    result = run(Path(dataset.path), dataset_hash, Path(base_model), Path(train_config), seed, Path(aligned.path))
+    result = run(Path(dataset.path), dataset_hash, Path(base_model), Path(train_config), seed, Path(aligned.path),
+                 dataset_remote=str(dataset_pointer.metadata.get("remote_url", "")),
+                 dataset_name=str(dataset_pointer.metadata.get("variant", "")))
     aligned.metadata.update({**result, "dataset_hash": dataset_hash, "kind": "align"})

@@ -120,7 +120,8 @@ def test_rounds_stage_rejects_bad_lines_and_missing_images(small_world, pico_mod
     report = run_rounds(recipe, root / "samples.jsonl", root, tmp_path / "out", num_workers=0)
     assert (report.n_in, report.staged, report.staging_rejected, report.n_out) == (5, 3, 2, 3)
     rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
-    assert {r["op"] for r in rejected} == {"stage", "reader"} and any("ghost" in r["error"] for r in rejected)
+    # the missing image is found by the checks at ingestion, before round 0
+    assert {r["op"] for r in rejected} == {"ingest", "reader"} and any("ghost" in r["error"] for r in rejected)
 
 
 def test_round_selection_and_recipe_checks():

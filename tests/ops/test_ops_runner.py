@@ -62,9 +62,10 @@ def test_ops_runner_accounts_for_every_line(model_root, dataset, tmp_path, num_w
     by_id = {o["id"]: o for o in outcomes if "line" not in o}
     assert {k for k, o in by_id.items() if o["status"] == "kept"} == {"0", "1", "2", "7", "9", "10", "txt"}
     assert by_id["6"] | {} == {"id": "6", "status": "filtered", "op": "words_num_filter", "stat": "num_words", "value": 1, "bound": "min_num=3"}
-    assert by_id["3"]["op"] == "image_text_similarity_filter" and "3.png" in by_id["3"]["error"]
-    assert "../secret.png" in by_id["5"]["error"] and "dataset root" in by_id["5"]["error"]
-    assert "8.png" in by_id["8"]["error"] and "not found" in by_id["8"]["error"]
+    # bad images are rejected at ingestion, before any op: the corrupt, the escaping and the missing one
+    assert by_id["3"]["op"] == "ingest" and "3.png" in by_id["3"]["error"] and "not a recognised image" in by_id["3"]["error"]
+    assert by_id["5"]["op"] == "ingest" and "../secret.png" in by_id["5"]["error"] and "dataset root" in by_id["5"]["error"]
+    assert by_id["8"]["op"] == "ingest" and "8.png" in by_id["8"]["error"] and "not found" in by_id["8"]["error"]
     readers = [o for o in outcomes if o.get("op") == "reader"]
     assert len(readers) == 2 and any("duplicate id" in o["error"] for o in readers) and any("not JSON" in o["error"] for o in readers)
     assert len(status) == 13
@@ -84,8 +85,8 @@ def test_ops_runner_accounts_for_every_line(model_root, dataset, tmp_path, num_w
     saved = json.loads((out / "report.json").read_text())
     assert saved["kept"] == 7 and saved["recipe_hash"] == r.hash()
     assert [(p["op"], p["in"], p["kept"], p["filtered"], p["rejected"]) for p in report.per_op] == [
-        ("words_num_filter", 11, 10, 1, 0),
-        ("image_text_similarity_filter", 10, 7, 0, 3),
+        ("words_num_filter", 8, 7, 1, 0),
+        ("image_text_similarity_filter", 7, 7, 0, 0),
     ]
 
 
@@ -100,21 +101,21 @@ def test_ops_runner_mapper_with_select_and_escaping_path_at_export(model_root, d
     chosen = {"0", "2", "5", "9"}
     report = run_recipe(r, input_jsonl, root, out, model_root=model_root, batch_size=2,
                         select=lambda op, sample: sample.id in chosen)
-    # "5" escapes: rejected by the captioner; "3" (corrupt) and "8" (missing) were not selected,
-    # so no model decoded them: export refuses the missing file but does not decode images
+    # "5" escapes, "3" is corrupt and "8" missing: all three are rejected at ingestion, whatever the
+    # ops read ("3" and "8" are not even selected for the captioner); "0", "2" and "9" get captions
     assert report.added == 3 and report.added_kept == 3
-    assert (report.n_in, report.kept_from_input, report.filtered, report.rejected) == (13, 8, 1, 4)
+    assert (report.n_in, report.kept_from_input, report.filtered, report.rejected) == (13, 7, 1, 5)
     outcomes = read(out / "outcomes.jsonl")
     assert len(outcomes) == 16
     by_id = {o["id"]: o for o in outcomes if "line" not in o}
-    assert by_id["5"]["op"] == "image_captioning_mapper"
-    assert by_id["8"]["op"] == "export" and "not found" in by_id["8"]["error"]
-    assert by_id["3"]["status"] == "kept"
+    assert by_id["5"]["op"] == "ingest" and "dataset root" in by_id["5"]["error"]
+    assert by_id["8"]["op"] == "ingest" and "not found" in by_id["8"]["error"]
+    assert by_id["3"]["op"] == "ingest" and "not a recognised image" in by_id["3"]["error"]
     assert by_id["0#cap0"] == {"id": "0#cap0", "status": "kept", "source_id": "0"}
     kept = {s["id"]: s for s in read(out / "samples.jsonl")}
     assert kept["2#cap0"]["meta"]["provenance"][-1]["source_id"] == "2"
     assert kept["2#cap0"]["images"] == ["images/imgs/2.png"]
-    assert report.per_op[1]["skipped"] == 6 and report.per_op[1]["added"] == 3
+    assert report.per_op[1]["skipped"] == 4 and report.per_op[1]["added"] == 3  # 7 reach it, 3 of them selected
 
 
 def test_ops_runner_replacing_mapper_counts_originals_as_filtered(model_root, dataset, tmp_path):
@@ -164,7 +165,7 @@ def test_ops_runner_new_images_go_under_the_output_never_the_input(model_root, d
         assert (out / path).is_file() and not (root / path.removeprefix("images/")).exists()
         assert kept[new]["meta"]["provenance"][-1]["source_id"] == new.split("#")[0]
     outcomes = {o["id"]: o for o in read(out / "outcomes.jsonl") if "line" not in o}
-    assert outcomes["5"]["op"] == "stage" and "dataset root" in outcomes["5"]["error"]  # refused before any op
-    assert outcomes["8"]["op"] == "stage" and "not found" in outcomes["8"]["error"]
+    assert outcomes["5"]["op"] == "ingest" and "dataset root" in outcomes["5"]["error"]  # refused before any op
+    assert outcomes["8"]["op"] == "ingest" and "not found" in outcomes["8"]["error"]
     assert (report.replaced, report.added_kept) == (3, 3) and report.removed == report.filtered + report.rejected - 3
     assert not (out / ".resume").exists()  # the scratch root went with it

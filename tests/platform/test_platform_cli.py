@@ -5,7 +5,8 @@ from bettersynth.cli.main import COMMANDS, build_parser, main
 
 def test_every_command_group_registers():
     parser = build_parser()
-    subcommand = {"data": ["checkout", "x"], "algebra": ["cap", "src", "--n", "1", "--out", "o"], "analyze": ["r.yaml"]}
+    subcommand = {"data": ["checkout", "x"], "algebra": ["cap", "src", "--n", "1", "--out", "o"], "analyze": ["r.yaml"],
+                  "process": ["--config", "r.yaml"]}
     for name in COMMANDS:
         assert parser.parse_known_args([name, *subcommand.get(name, [])])[0].command == name
 
@@ -19,3 +20,69 @@ def test_compile_writes_ir(tmp_path, capsys):
 def test_unknown_command_fails():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["quickstrat"])
+
+
+def test_data_apply_names_a_missing_input_folder(tmp_path, capsys):
+    missing = tmp_path / "no-such-folder"
+    args = ["data", "apply", "--recipe", "recipes/quickstart_filter.yaml", "--input", str(missing),
+            "--out", str(tmp_path / "out"), "--model-root", str(tmp_path)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"bettersynth data apply: input folder not found: {missing} (-v for the traceback)"]
+    missing.mkdir()
+    assert main(args) == 1
+    assert f"input folder {missing} has no samples.jsonl" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="has no samples.jsonl"):
+        main(["-v", *args])
+
+
+def _summary(tmp_path, tracking_uri: str):
+    from bettersynth.reports.summary import RunSummary
+
+    return RunSummary(
+        "a" * 32, "7", tmp_path / "work space", 12.0, tracking_uri=tracking_uri,
+        datasets=[{"step": "filter", "in": 10, "kept": 8, "filtered": 2, "rejected": 0, "added": 0, "added_kept": 0,
+                   "run_id": "f" * 32, "rounds": []},
+                  {"step": "version-dataset", "variant": "quickstart", "dataset_hash": "3f2a" * 8 + ".dir", "run_id": "b" * 32}],
+        models=[{"model": "seed0", "dataset_hash": "3f2a" * 8 + ".dir", "run_id": "c" * 32, "textvqa": 12.5,
+                 "mmbench_circular": 25.0}],
+    )
+
+
+def test_summary_labels_run_ids_and_dvc_hashes(tmp_path):
+    from bettersynth.reports.summary import format_summary
+
+    lines = format_summary(_summary(tmp_path, "sqlite:///x.db"), "vlm").splitlines()
+    header = next(line for line in lines if line.startswith("data step"))
+    assert header.endswith("MLflow run") and "DVC" not in header
+    assert f"dataset variant quickstart: DVC hash {'3f2a' * 8}.dir (MLflow run {'b' * 32})" in lines
+    assert next(line for line in lines if line.startswith("model")).split() == ["model", "TextVQA", "MMBench(circ)", "DVC", "hash", "MLflow", "run"]
+
+
+def test_summary_commands_run_as_printed_in_a_fresh_shell(tmp_path):
+    """From the repository root, with nothing on PATH but the system's: no activated venv."""
+    import os
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    from bettersynth.reports.summary import format_summary
+
+    root = Path(__file__).resolve().parents[2]
+    for tracking_uri, first in (("sqlite:///x.db", ".venv/bin/mlflow ui --backend-store-uri"),
+                                ("http://127.0.0.1:5005", "open http://127.0.0.1:5005/#/experiments/7/runs?workflowType=machine_learning")):
+        text = format_summary(_summary(tmp_path, tracking_uri), "vlm", bin_prefix=None if root == Path.cwd() else ".venv/bin/")
+        commands = [line.strip() for line in text[text.index("Look further:"):].splitlines()[1:]]
+        assert commands[0].startswith(first), commands
+        if tracking_uri.startswith("sqlite"):
+            assert commands[1] == "then open http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+        else:
+            assert f"--tracking-uri {tracking_uri}" in commands[1]
+        runnable = [c for c in commands if c.startswith(".venv/bin/")]
+        assert [shlex.split(c)[0] for c in runnable] == [".venv/bin/" + name for name in ("mlflow", "bettersynth", "bettersynth")][-len(runnable):]
+        for command in runnable:  # each as printed, asked for its help: it starts, from here, without PATH
+            name, *rest = shlex.split(command)
+            probe = shlex.join([name, *rest[:2 if rest[:1] == ["data"] else 1], "--help"])
+            done = subprocess.run(["/bin/sh", "-c", probe], cwd=root, env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")},
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, (probe, done.stderr[-2000:])

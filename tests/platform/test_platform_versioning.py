@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +77,39 @@ def test_checkout_by_variant_name_or_hash(tmp_path):
     assert resolved.how == "hash"
     with pytest.raises(ValueError, match="not a variant"):
         checkout(project, "no-such-variant")
+
+
+@pytest.mark.parametrize("remote", ["missing", "empty", "another"])
+def test_checkout_from_a_clone_whose_local_remote_lacks_the_variant_says_how_to_fix_it(tmp_path, remote, capsys):
+    """A second clone's .dvc/config names a local remote that is not there, is empty, or holds other bytes:
+    one line on stderr naming it and the ``dvc remote modify --local`` that points at the right one."""
+    from bettersynth.cli.main import main
+    from bettersynth.versioning.dvc import RemoteMissing, ensure_dvc_project
+
+    project = tmp_path / "project"
+    version = version_variant(project, _variant(tmp_path), "v1")
+    clone, elsewhere = tmp_path / "clone", tmp_path / "elsewhere"
+    if remote == "another":
+        other = tmp_path / "other"
+        (other / "samples.jsonl").parent.mkdir(parents=True)
+        (other / "samples.jsonl").write_text('{"id": "2", "text": "other"}\n')
+        version_variant(tmp_path / "other-project", other, "o", lineage=None)
+        elsewhere = tmp_path / "other-project" / ".dvc-remote"
+    elif remote == "empty":
+        elsewhere.mkdir()
+    ensure_dvc_project(clone, remote_url=str(elsewhere), create_remote=False)
+
+    assert main(["data", "checkout", version.dataset_hash, "--workspace", str(clone)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    state = {"missing": "does not exist", "empty": "is empty", "another": f"does not hold {version.dataset_hash}"}[remote]
+    assert f"DVC remote 'local' at {elsewhere} {state}" in err
+    assert "dvc remote modify --local local url" in err
+    with pytest.raises(RemoteMissing):
+        main(["-v", "data", "checkout", version.dataset_hash, "--workspace", str(clone)])
+
+    # the fix it names works: point the clone at the first machine's remote, then check out
+    command = err[err.index("dvc remote modify"):].split(" url ")[0].split() + ["url", str(project / ".dvc-remote")]
+    subprocess.run([str(Path(sys.executable).parent / command[0]), *command[1:]], cwd=clone, check=True, capture_output=True)
+    assert main(["data", "checkout", version.dataset_hash, "--workspace", str(clone), "--name", "v1"]) == 0
+    assert directory_hash(clone, clone / "data" / "variants" / "v1") == version.dataset_hash

@@ -72,16 +72,16 @@ def messy_dataset(root: Path, outside: Path, n_good: int = 30) -> tuple[Path, di
     def one(label: str, images: list[str], caption: str = CAPTION) -> dict:
         return {"id": label, "text": caption_text(caption, len(images)) if images else caption, "images": images}
 
-    similarity = "image_text_similarity_filter"
+    ingest = "ingest"  # every image is checked when its sample enters the run, before any op
     bad: dict[str, tuple[bytes | dict, Bad]] = {
-        "corrupt": (one("corrupt", ["imgs/corrupt.png"]), Bad("corrupt", "rejected", similarity, "not a recognised image")),
-        "truncated": (one("truncated", ["imgs/truncated.jpg"]), Bad("truncated", "rejected", similarity, "truncated")),
-        "zero-byte": (one("zero-byte", ["imgs/empty.png"]), Bad("zero-byte", "rejected", similarity, "0 bytes")),
-        "bomb": (one("bomb", ["imgs/bomb.png"]), Bad("bomb", "rejected", similarity, "decompression bomb")),
-        "missing": (one("missing", ["imgs/nope.png"]), Bad("missing", "rejected", similarity, "not found")),
-        "dotdot": (one("dotdot", ["../../etc/passwd"]), Bad("dotdot", "rejected", similarity, "escape the dataset root")),
-        "absolute": (one("absolute", [str(outside / "secret.png")]), Bad("absolute", "rejected", similarity, "is absolute")),
-        "symlink": (one("symlink", ["imgs/link-out.png"]), Bad("symlink", "rejected", similarity, "outside the dataset root")),
+        "corrupt": (one("corrupt", ["imgs/corrupt.png"]), Bad("corrupt", "rejected", ingest, "not a recognised image")),
+        "truncated": (one("truncated", ["imgs/truncated.jpg"]), Bad("truncated", "rejected", ingest, "truncated")),
+        "zero-byte": (one("zero-byte", ["imgs/empty.png"]), Bad("zero-byte", "rejected", ingest, "0 bytes")),
+        "bomb": (one("bomb", ["imgs/bomb.png"]), Bad("bomb", "rejected", ingest, "decompression bomb")),
+        "missing": (one("missing", ["imgs/nope.png"]), Bad("missing", "rejected", ingest, "not found")),
+        "dotdot": (one("dotdot", ["../../etc/passwd"]), Bad("dotdot", "rejected", ingest, "escape the dataset root")),
+        "absolute": (one("absolute", [str(outside / "secret.png")]), Bad("absolute", "rejected", ingest, "is absolute")),
+        "symlink": (one("symlink", ["imgs/link-out.png"]), Bad("symlink", "rejected", ingest, "is a symlink")),
         "not-json": (b'{"id": "not-json", "text": ', Bad(None, "rejected", "reader", "not JSON")),
         "not-utf8": (b'{"id": "not-utf8", "text": "caf\xe9 au lait"}', Bad(None, "rejected", "reader", "not UTF-8")),
         "no-text": ({"id": "no-text", "images": []}, Bad("no-text", "rejected", "reader", "'text' missing")),

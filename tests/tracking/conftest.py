@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import dvc.repo  # noqa: F401  DVC binds its log handlers to sys.stdout on first import: not to one test's capsys
 import mlflow
 import pytest
 from tracking_servers import mlflow_server, postgres_missing, postgres_server

@@ -3,9 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
+def one_line_errors(command: str):
+    """Report what a user can fix (a wrong reference, remote or path) as one line on stderr, exit status 1;
+    the traceback only with ``bettersynth -v``."""
+    import functools
+
+    def wrap(run):
+        @functools.wraps(run)
+        def guarded(args: argparse.Namespace) -> int:
+            from bettersynth.core.retry import ServiceUnavailable
+            from bettersynth.versioning.dvc import RemoteMissing
+
+            try:
+                return run(args)
+            except (ValueError, OSError, RemoteMissing, ServiceUnavailable) as exc:
+                if getattr(args, "verbose", False):
+                    raise
+                print(f"bettersynth {command}: {_sentence(exc)} (-v for the traceback)", file=sys.stderr)
+                return 1
+        return guarded
+    return wrap
+
+
+def _sentence(exc: BaseException) -> str:
+    from bettersynth.core.retry import ServiceUnavailable
+
+    if isinstance(exc, ServiceUnavailable):  # its own text tells a pipeline step to rerun; a command says more
+        cause = str(exc.__cause__ or "").strip().splitlines()
+        hint = "; to use another remote: dvc remote modify --local <name> url <url>" if exc.service.startswith("DVC") else ""
+        return f"{exc.service} at {exc.url} failed after {exc.attempts} attempt(s)" + (f": {cause[0]}" if cause else "") + hint
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return " ".join(str(exc).split())
+
+
+@one_line_errors("data checkout")
 def checkout(args: argparse.Namespace) -> int:
     import mlflow
 
@@ -43,6 +79,7 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+@one_line_errors("data apply")
 def apply(args: argparse.Namespace) -> int:
     """Stages ``filter`` / ``caption`` of dvc.yaml: the pipeline's operator code, without MLflow.
 

@@ -17,7 +17,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["quickstart", "compile", "data", "compare", "algebra", "submit", "soup", "analyze", "proxy", "vlm"]
+COMMANDS = ["quickstart", "compile", "data", "compare", "algebra", "submit", "soup", "analyze", "proxy", "vlm", "process"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ Example::
 
     path = resolve_image(Path("/data/seed"), "imgs/7.jpg")
     image = load_image(path)          # RGB PIL image, or ImageError
+    check_image(Path("/data/seed"), "imgs/7.jpg")   # what ingestion asks of every image, or ImageError
 """
 
 from __future__ import annotations
@@ -32,13 +33,7 @@ def resolve_image(root: Path, rel: str) -> Path:
     Refused: absolute paths (POSIX or Windows style), ``..`` components, and
     symlinks whose target lies outside ``root``.
     """
-    if not rel or not rel.strip():
-        raise ImageError("empty image path")
-    if PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute() or PureWindowsPath(rel).drive:
-        raise ImageError(f"image path {rel!r} is absolute; paths must be relative to the dataset root")
-    parts = PurePosixPath(rel.replace("\\", "/")).parts
-    if ".." in parts:
-        raise ImageError(f"image path {rel!r} contains '..' and would escape the dataset root")
+    parts = _relative_parts(rel)
     real_root = Path(os.path.realpath(root))
     real = Path(os.path.realpath(real_root.joinpath(*parts)))
     if real != real_root and real_root not in real.parents:
@@ -46,9 +41,42 @@ def resolve_image(root: Path, rel: str) -> Path:
     return real
 
 
+def _relative_parts(rel: str) -> tuple[str, ...]:
+    """The parts of a relative image path; absolute, empty and ``..`` paths are refused."""
+    if not rel or not rel.strip():
+        raise ImageError("empty image path")
+    if PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute() or PureWindowsPath(rel).drive:
+        raise ImageError(f"image path {rel!r} is absolute; paths must be relative to the dataset root")
+    parts = PurePosixPath(rel.replace("\\", "/")).parts
+    if ".." in parts:
+        raise ImageError(f"image path {rel!r} contains '..' and would escape the dataset root")
+    return parts
+
+
 def normalise_rel(rel: str) -> str:
     """The canonical relative form of an image path (forward slashes, no ``.`` parts)."""
     return PurePosixPath(*[p for p in PurePosixPath(rel.replace("\\", "/")).parts if p != "."]).as_posix()
+
+
+def check_image(root: Path, rel: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Path:
+    """What a sample's image must pass before any op sees it; returns its real path or raises ``ImageError``.
+
+    Stricter than ``resolve_image``: the path and every folder on it below
+    ``root`` must not be a symlink (even one pointing inside the root), and
+    the file must decode completely: not empty, not truncated, not over
+    ``max_pixels`` (a decompression bomb), a format PIL recognises.
+    """
+    parts = [p for p in _relative_parts(rel) if p != "."]
+    current = Path(root)
+    for i, part in enumerate(parts):
+        current = current / part
+        if current.is_symlink():
+            what = "image" if i == len(parts) - 1 else "folder"
+            raise ImageError(f"image path {rel!r}: {what} {str(current)!r} is a symlink (to {os.readlink(current)!r}); "
+                             "symlinks are refused")
+    real = resolve_image(root, rel)  # the root itself may be a link; what lies under it may not
+    _decode(real, max_pixels, convert=False)
+    return real
 
 
 def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -57,6 +85,11 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     The whole file is decoded here (not lazily) so truncation is caught now,
     inside the worker that owns the sample, rather than later inside a batch.
     """
+    return _decode(path, max_pixels, convert=True)
+
+
+def _decode(path: Path, max_pixels: int, convert: bool) -> Image.Image | None:
+    """Decode ``path`` completely (then as RGB if ``convert``), or raise ``ImageError`` naming the file and reason."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -80,7 +113,7 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
                         f"over the limit of {max_pixels} (possible decompression bomb)"
                     )
                 image.load()
-                return image.convert("RGB")
+                return image.convert("RGB") if convert else None
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:

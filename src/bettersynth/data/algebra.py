@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 from dataclasses import dataclass, field
+from dataclasses import replace as with_fields
 from pathlib import Path
 
 from bettersynth.core.images import resolve_image
@@ -67,7 +68,8 @@ def content_name(data: bytes, suffix: str) -> str:
 
 
 def _with_provenance(sample: Sample, **provenance) -> Sample:
-    return Sample(sample.id, sample.text, list(sample.images), with_provenance(sample.meta, **provenance), dict(sample.stats))
+    """A copy with one more provenance record; other fields (and the id's JSON type) kept."""
+    return with_fields(sample, images=list(sample.images), meta=with_provenance(sample.meta, **provenance), stats=dict(sample.stats))
 
 
 class VariantWriter:
@@ -86,7 +88,7 @@ class VariantWriter:
             raise ValueError(f"sample id {sample.id!r} occurs twice in the result; give the sources distinct ids")
         self.ids.add(sample.id)
         images = [self._store(resolve_image(root, rel)) for rel in sample.images]
-        self.samples.append(Sample(sample.id, sample.text, images, sample.meta, sample.stats))
+        self.samples.append(with_fields(sample, images=images))
 
     def _store(self, source: Path) -> str:
         rel = f"images/{content_name(source.read_bytes(), source.suffix)}"
@@ -141,7 +143,7 @@ def repeat(source: Path, out_dir: Path, times: int, ids: set[str] | None = None)
         if ids is None or sample.id in ids:
             for k in range(1, times):
                 copy = _with_provenance(sample, op="repeat", source_id=sample.id, copy=k)
-                writer.add(Sample(f"{sample.id}#rep{k}", copy.text, copy.images, copy.meta, copy.stats), source)
+                writer.add(with_fields(copy, id=f"{sample.id}#rep{k}"), source)
                 added += 1
     n_out = writer.close()
     return AlgebraReport("repeat", {"times": times, "subset": None if ids is None else len(ids)}, n_out, added=added)
@@ -180,6 +182,6 @@ def replace(base: Path, replacement: Path, out_dir: Path, id_key: str = "source_
             writer.add(sample, base)
         else:
             marked = _with_provenance(new, op="replace", source_id=sample.id, source=str(replacement))
-            writer.add(Sample(sample.id, marked.text, marked.images, marked.meta, marked.stats), replacement)
+            writer.add(with_fields(marked, id=sample.id, json_id=sample.json_id), replacement)
     n_out = writer.close()
     return AlgebraReport("replace", {"replacement": str(replacement)}, n_out, replaced=len(by_target))

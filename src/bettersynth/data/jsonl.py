@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from bettersynth.core.sample import Sample, SampleError
 
@@ -66,6 +66,18 @@ def iter_jsonl(
             seen.add(sample_id)
             return True
 
+    for value, position in iter_json_values(path, start, max_line_bytes):
+        if isinstance(value, BadLine):
+            yield value, position
+        else:
+            yield to_sample(value, f"{path.name}:{position.line}", is_new_id), position
+
+
+def iter_json_values(
+    path: str | Path, start: Position = Position(), max_line_bytes: int = MAX_LINE_BYTES,
+) -> Iterator[tuple[Any, Position]]:
+    """Each non-blank line's JSON value (or a ``BadLine`` saying why it has none), with the position after it."""
+    path = Path(path)
     with path.open("rb") as handle:
         handle.seek(start.offset)
         number = start.line
@@ -81,7 +93,7 @@ def iter_jsonl(
                 continue
             if not raw.strip():
                 continue
-            yield _parse(raw, where, is_new_id), Position(handle.tell(), number)
+            yield _decode(raw, where), Position(handle.tell(), number)
 
 
 def _skip_rest_of_line(handle: BinaryIO, head: bytes) -> None:
@@ -92,16 +104,21 @@ def _skip_rest_of_line(handle: BinaryIO, head: bytes) -> None:
             return
 
 
-def _parse(raw: bytes, where: str, is_new_id: Callable[[str], bool]) -> Sample | BadLine:
+def _decode(raw: bytes, where: str) -> Any:
     try:
-        record = json.loads(raw.decode("utf-8"))
-        sample = Sample.from_json(record, where)
+        return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         return BadLine(where, None, f"{where}: not UTF-8 ({exc.reason})")
     except json.JSONDecodeError as exc:
         return BadLine(where, None, f"{where}: not JSON ({exc.msg})")
     except RecursionError:
         return BadLine(where, None, f"{where}: not JSON (nested too deeply)")
+
+
+def to_sample(record: Any, where: str, is_new_id: Callable[[str], bool]) -> Sample | BadLine:
+    """One decoded record as a sample, or a ``BadLine`` (not a sample, or a repeated id)."""
+    try:
+        sample = Sample.from_json(record, where)
     except SampleError as exc:
         sample_id = record.get("id") if isinstance(record, dict) else None
         return BadLine(where, None if sample_id is None else str(sample_id), str(exc))

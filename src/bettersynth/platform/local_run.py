@@ -46,9 +46,21 @@ class StepLog:
 
     Why: kfp.local prints every executor's full input/output JSON; a newcomer
     needs to see steps finishing, and the details only when something fails.
+
+    kfp.local names a task by its component, the same for every seed of a
+    ``ParallelFor``; a finished task's line waits for the outputs kfp.local
+    prints next and gains what they say it was:
+    ``Task 'train-align' (seed 1) finished with status SUCCESS``.
     """
 
     STATUS = re.compile(r"(Task|Pipeline) .* finished with status")
+    SUCCESS = re.compile(r"Task '(?P<task>[^']+)' finished with status SUCCESS")
+    OUTPUTS = re.compile(r"Task '(?P<task>[^']+)' (?P<what>outputs:|has no outputs)")
+    LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d")  # a kfp.local log record, not a line of a task's outputs
+    # what an output's metadata says the task was about, most telling first
+    LABELS = ((re.compile(r"'label': '(?P<v>[^']+)'"), "{}"), (re.compile(r"'method': '(?P<v>[^']+)'"), "soup {}"),
+              (re.compile(r"'seed': (?P<v>\d+)"), "seed {}"))
+    VERSION = re.compile(r"^\s+Output: '(?P<v>\d+)'")  # register / promote return a model version
     ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
     def __init__(self, path: Path, terminal) -> None:
@@ -56,17 +68,59 @@ class StepLog:
         self._file = path.open("w", encoding="utf-8")
         self._terminal = terminal
         self._pending = ""
+        self._finished: dict[str, list[str]] = {}  # task -> its status lines waiting for its outputs
+        self._reading: str | None = None  # the task whose outputs are being printed
 
     def write(self, text: str) -> int:
         self._file.write(text)
         self._pending += text
         *lines, self._pending = self._pending.split("\n")
         for line in lines:
-            plain = self.ANSI.sub("", line)
-            if self.STATUS.search(plain):
-                self._terminal.write(plain.strip() + "\n")
-                self._terminal.flush()
+            self._line(self.ANSI.sub("", line).rstrip())
         return len(text)
+
+    def _line(self, plain: str) -> None:
+        if self._reading and (self.LOG_LINE.match(plain) or not plain.strip()):
+            self._release(self._reading, "")  # outputs over, nothing said what the task was
+        if self._reading:
+            label = self._label(self._reading, plain)
+            if label:
+                self._release(self._reading, label)
+            return
+        finished, outputs = self.SUCCESS.search(plain), self.OUTPUTS.search(plain)
+        if finished:
+            self._finished.setdefault(finished["task"], []).append(plain.strip())
+        elif outputs and outputs["task"] in self._finished:
+            if outputs["what"] == "outputs:":
+                self._reading = outputs["task"]
+            else:
+                self._release(outputs["task"], "")
+        elif self.STATUS.search(plain):
+            self._show(plain.strip())
+
+    def _label(self, task: str, line: str) -> str:
+        for pattern, form in self.LABELS:
+            found = pattern.search(line)
+            if found:
+                value = found["v"]
+                return form.format(f"seed {value[4:]}" if re.fullmatch(r"seed\d+", value) else value.replace("-", " "))
+        found = self.VERSION.match(line)
+        if found and task.startswith(("register", "promote")):
+            return f"{'champion ' if task.startswith('promote') else ''}v{found['v']}"
+        return ""
+
+    def _release(self, task: str, label: str) -> None:
+        waiting = self._finished.get(task, [])
+        if waiting:
+            line = waiting.pop(0)
+            self._show(line.replace(f"'{task}' finished", f"'{task}' ({label}) finished", 1) if label else line)
+        if not waiting:
+            self._finished.pop(task, None)
+        self._reading = None
+
+    def _show(self, line: str) -> None:
+        self._terminal.write(line + "\n")
+        self._terminal.flush()
 
     def flush(self) -> None:
         self._file.flush()
@@ -75,6 +129,9 @@ class StepLog:
         return self
 
     def __exit__(self, *exc) -> None:
+        for task in list(self._finished):  # lines whose outputs never came: as kfp.local wrote them
+            while task in self._finished:
+                self._release(task, "")
         self._file.close()
 
 

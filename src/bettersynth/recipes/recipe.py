@@ -46,26 +46,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from bettersynth.core.yaml_lines import Key, Lines, load_yaml
 from bettersynth.ops import OPERATORS, OpConfig, OpContext, Operator
+from bettersynth.recipes.dj_config import DATA_JUICER_KEYS, check_value
 
-# Top-level keys of Data-Juicer configs that do not change what we compute: accepted and kept.
-# (np, executor settings and caching knobs are the engine's business here.)
-DATA_JUICER_KEYS = frozenset(
-    {
-        "project_name", "dataset_path", "export_path", "np", "executor_type", "work_dir",
-        "text_keys", "image_key", "image_special_token", "eoc_special_token", "suffixes",
-        "use_cache", "ds_cache_dir", "cache_compress", "use_checkpoint", "open_tracer",
-        "trace_num", "op_fusion", "export_shard_size", "keep_stats_in_res_ds",
-        "keep_hashes_in_res_ds", "open_monitor", "add_suffix", "skip_op_error", "turbo",
-    }
-)
-# Data-Juicer keys we accept only at the value that matches our data format.
-DATA_JUICER_FIXED = {
-    "text_keys": ("text", ["text"]),
-    "image_key": ("images",),
-    "image_special_token": ("<__dj__image>",),
-    "eoc_special_token": ("<|__dj__eoc|>",),
-    "executor_type": ("default", "local"),
-}
+# Data-Juicer's top-level keys, each honoured, accepted without effect or refused by value: bettersynth.recipes.dj_config.
 # Per-op Data-Juicer options about resources and batching: the engine decides these, so they are dropped.
 OP_RUNTIME_KEYS = frozenset(
     {"accelerator", "num_proc", "mem_required", "cpu_required", "gpu_required", "batch_size", "turbo",
@@ -155,9 +138,10 @@ class Recipe:
             problems.raise_if_any()
         for key in sorted(set(data) - {"name", "process", "rounds"} - DATA_JUICER_KEYS, key=str):
             problems.add((str(key),), f"unknown top-level key {key!r}; expected 'name', 'process', 'rounds' or Data-Juicer keys")
-        for key, allowed in DATA_JUICER_FIXED.items():
-            if key in data and data[key] not in allowed:
-                problems.add((key,), f"Data-Juicer option {key}={data[key]!r} is not supported (only {allowed[0]!r})")
+        for key in sorted(DATA_JUICER_KEYS & set(data)):
+            problem = check_value(key, data[key])
+            if problem is not None:
+                problems.add((key,), problem)
         name = data.get("name")
         if name is not None and not isinstance(name, str):
             problems.add(("name",), "field 'name' must be a string")

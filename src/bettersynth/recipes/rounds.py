@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bettersynth.core.images import ImageError
+from bettersynth.core.images import ImageError, check_image
 from bettersynth.core.sample import Sample
 from bettersynth.data.algebra import SAMPLES, VariantWriter, load_variant
 from bettersynth.data.jsonl import BadLine, read_jsonl, write_jsonl, write_samples
@@ -148,7 +148,9 @@ def run_rounds(
     ``select(op, sample)`` further limits every round's mappers, as in ``run_recipe``;
     ``chunk_size`` is the runner's (None: its default)."""
     from bettersynth.recipes.runner import DEFAULT_CHUNK_SIZE, run_recipe
+    from bettersynth.recipes.step_files import require_input
 
+    require_input(Path(input_jsonl))
     out_dir = Path(out_dir)
     if out_dir.resolve() == Path(dataset_root).resolve():
         raise ValueError(f"out_dir: {out_dir} is the input folder; write the result to a folder of its own")
@@ -177,7 +179,7 @@ def run_rounds(
             single = recipe.round_recipe(index) if recipe.rounds else recipe
             step = asdict(run_recipe(single, round_dir / "selected.jsonl", current, round_dir / "out", model_root=model_root,
                                      batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, select=select,
-                                     chunk_size=chunk_size or DEFAULT_CHUNK_SIZE))
+                                     chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, validate_images=False))
             outputs = load_variant(round_dir / "out")
             records = [json.loads(line) for line in (round_dir / "out" / "outcomes.jsonl").read_text(encoding="utf-8").splitlines() if line]
         counts = _merge(samples, selected, outputs, records, current, round_dir / "out", target)
@@ -261,14 +263,26 @@ def _clear_result(out_dir: Path) -> None:
 
 
 def _stage(input_jsonl: Path, root: Path, staging: Path, outcomes: list[dict[str, Any]]) -> tuple[int, int, int]:
-    """Copy (hard-link) the input into a content-addressed staging variant; bad lines and
-    samples with missing or unsafe images are rejected here, by name and reason."""
+    """Copy (hard-link) the input into a content-addressed staging variant; bad lines and samples
+    whose images fail the ingestion checks (``check_image``: unsafe path, symlink, missing, empty,
+    truncated, undecodable, decompression bomb) are rejected here, by name and reason, before any round."""
     writer = VariantWriter(staging)
     staged = rejected = n_in = 0
     for item in read_jsonl(input_jsonl):
         n_in += 1
         if isinstance(item, BadLine):
             outcomes.append({"id": item.sample_id, "status": "rejected", "op": "reader", "error": item.error, "line": item.where, "round": None})
+            rejected += 1
+            continue
+        problem = None
+        for rel in item.images:
+            try:
+                check_image(root, rel)
+            except (ImageError, OSError) as exc:
+                problem = str(exc)
+                break
+        if problem is not None:
+            outcomes.append({"id": item.id, "status": "rejected", "op": "ingest", "error": f"sample {item.id!r}: {problem}", "round": None})
             rejected += 1
             continue
         try:

@@ -2,7 +2,11 @@
 
 Why: every input line must be accounted for — kept, filtered (by which op, on
 which stat, value and bound) or rejected (with the reason) — and the counts
-must add up, or the step fails instead of silently losing data. The input is
+must add up, or the step fails instead of silently losing data. Before any op
+runs, every sample's images are checked at ingestion, whatever the ops read:
+a path that escapes the dataset root or is (or passes through) a symlink, a
+missing, empty, truncated, undecodable or decompression-bomb image rejects its
+sample (op ``ingest``) with the reason. The input is
 streamed in chunks of ``chunk_size`` lines, each pushed through the whole op
 list and written out before the next is read, so memory does not grow with
 the dataset and a killed run resumes at its last completed chunk
@@ -29,12 +33,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bettersynth.core.images import ImageError
+from bettersynth.core.images import ImageError, check_image
 from bettersynth.core.sample import Sample
 from bettersynth.data.jsonl import BadLine, Position, iter_jsonl
 from bettersynth.engine import Engine, EngineSettings, Failure
@@ -54,6 +59,7 @@ Select = Callable[[Operator, Sample], bool]
 SCRATCH_ROOT = "root"  # under out_dir/.resume: the dataset root of runs whose ops write images
 DEFAULT_CHUNK_SIZE = 2048  # input lines in memory at once; a multiple of the usual model batch
 OP_COUNTS = ("in", "kept", "filtered", "replaced", "rejected", "added", "skipped")  # per op; replaced is part of filtered
+INGEST = "ingest"  # the op named by rejections of samples whose images fail the checks at ingestion
 
 
 @dataclass
@@ -62,7 +68,7 @@ class StepReport:
     kept: int  # samples written to samples.jsonl (inputs and mapper-created)
     kept_from_input: int  # of those, input samples
     filtered: int  # input samples dropped by a filter (or replaced by a mapper)
-    rejected: int  # input lines rejected (unreadable line, bad image, export failure)
+    rejected: int  # input lines rejected (unreadable line, bad image at ingestion, op failure, export failure)
     added: int  # samples created by mappers
     added_kept: int  # of those, written to samples.jsonl
     replaced: int = 0  # filtered or rejected inputs with a created descendant written in their place
@@ -187,6 +193,7 @@ def run_recipe(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     resume: bool = True,
     resume_key: str | None = None,
+    validate_images: bool = True,
 ) -> StepReport:
     """Apply ``recipe`` to ``input_jsonl``; ``select(op, sample)`` limits mappers to a subset
     (unselected samples pass through kept); filters always see every sample.
@@ -197,7 +204,8 @@ def run_recipe(
     complete for the same recipe, input and ``chunk_size`` is returned as is,
     and a killed run goes on from its last chunk. A ``select`` callable cannot
     be fingerprinted: pass ``resume_key`` (e.g. "fraction=0.2,seed=1") naming
-    it, or the run always starts fresh.
+    it, or the run always starts fresh. ``validate_images`` False skips the
+    checks at ingestion (for inputs already checked, e.g. the rounds' staging).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size: must be >= 1, got {chunk_size}")
@@ -220,10 +228,12 @@ def run_recipe(
     if any(op.writes_images for op in ops):  # new files go to a scratch root inside out_dir, never the input
         stage = ImageStage(dataset_root, files.work / SCRATCH_ROOT)
         engine.dataset_root = stage.scratch
-    _first_pass(ops, input_jsonl, chunk_size, select, context, files.work, stage)
+    ingest = _Ingest(dataset_root, workers) if validate_images else None
+    _first_pass(ops, input_jsonl, chunk_size, select, context, files.work, stage, ingest)
     ids = IdRegistry(files.work / "ids.sqlite")
     try:
-        tally = _stream(ops, input_jsonl, engine.dataset_root, out_dir, chunk_size, select, context, files, checkpoint, ids, stage)
+        tally = _stream(ops, input_jsonl, engine.dataset_root, out_dir, chunk_size, select, context, files, checkpoint, ids, stage,
+                        ingest)
     finally:
         ids.close()
         files.close()
@@ -237,6 +247,7 @@ def run_recipe(
 def _stream(
     ops: list[Operator], input_jsonl: Path, root: Path, out_dir: Path, chunk_size: int, select: Select | None,
     context: OpContext, files: StepFiles, checkpoint: Checkpoint, ids: IdRegistry, stage: ImageStage | None,
+    ingest: _Ingest | None,
 ) -> _Tally:
     """The real pass: each chunk through every op, exported, appended and checkpointed."""
     tally = _Tally(**checkpoint.tally) if checkpoint.tally else _Tally(per_op=_empty_counts(ops))
@@ -247,6 +258,7 @@ def _stream(
     lines = iter_jsonl(input_jsonl, checkpoint.position, ids.add)
     for items, end in _chunks(lines, chunk_size):
         ledger, samples, input_ids = _admit(items, ids.add)
+        samples = ingest(samples, ledger) if ingest else samples
         samples = _staged(stage, samples, ledger)
         samples = _run_ops(ops, samples, ledger, tally.per_op, select, context)
         samples = _export(samples, root, out_dir, ledger)
@@ -274,7 +286,7 @@ def _stream(
 
 def _first_pass(
     ops: list[Operator], input_jsonl: Path, chunk_size: int, select: Select | None, context: OpContext, work: Path,
-    stage: ImageStage | None,
+    stage: ImageStage | None, ingest: _Ingest | None,
 ) -> None:
     """For each op that needs the whole dataset: stream the input through the ops before it and
     let it observe the survivors. Nothing is written; the ops' carried state is put back after."""
@@ -289,6 +301,7 @@ def _first_pass(
         try:
             for items, _ in _chunks(iter_jsonl(input_jsonl, Position(), ids.add), chunk_size):
                 ledger, samples, _ = _admit(items, ids.add)
+                samples = ingest(samples, ledger) if ingest else samples
                 samples = _staged(stage, samples, ledger)
                 samples = _run_ops(before, samples, ledger, _empty_counts(before), select, context)
                 if samples:
@@ -301,6 +314,42 @@ def _first_pass(
         for i, state in saved.items():
             before[i].load_state_dict(state)
         log.info("step %d %s: first pass over the dataset done", position, op.name)
+
+
+class _Ingest:
+    """The checks every sample's images pass before any op sees it (``check_image``), a chunk at a time.
+
+    Decoding runs on ``workers`` threads (PIL decodes without the GIL); an
+    image several samples share is checked once per chunk.
+    """
+
+    def __init__(self, root: Path, workers: int) -> None:
+        self.root, self.workers = Path(root), max(1, workers)
+
+    def _problem(self, rel: str) -> str | None:
+        try:
+            check_image(self.root, rel)
+        except (ImageError, OSError) as exc:
+            return str(exc)
+        return None
+
+    def __call__(self, samples: list[Sample], ledger: _Ledger) -> list[Sample]:
+        paths = sorted({rel for sample in samples for rel in sample.images})
+        if not paths:
+            return samples
+        if self.workers > 1 and len(paths) > 1:
+            with ThreadPoolExecutor(min(self.workers, len(paths))) as pool:
+                problems = dict(zip(paths, pool.map(self._problem, paths)))
+        else:
+            problems = {rel: self._problem(rel) for rel in paths}
+        kept = []
+        for sample in samples:
+            problem = next((problems[rel] for rel in sample.images if problems[rel] is not None), None)
+            if problem is None:
+                kept.append(sample)
+            else:
+                ledger.reject(sample.id, INGEST, f"sample {sample.id!r}: {problem}")
+        return kept
 
 
 def _staged(stage: ImageStage | None, samples: list[Sample], ledger: _Ledger) -> list[Sample]:

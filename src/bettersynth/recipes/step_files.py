@@ -47,9 +47,19 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def require_input(input_jsonl: Path) -> None:
+    """Fail, naming the path, unless ``input_jsonl`` exists (``input folder not found: <folder>`` first)."""
+    input_jsonl = Path(input_jsonl)
+    if not input_jsonl.parent.is_dir():
+        raise FileNotFoundError(f"input folder not found: {input_jsonl.parent}")
+    if not input_jsonl.is_file():
+        raise FileNotFoundError(f"input folder {input_jsonl.parent} has no {input_jsonl.name}")
+
+
 def run_fingerprint(recipe_hash: str, input_jsonl: Path, chunk_size: int, key: str = "") -> str:
     """What decides a run's output: recipe, input bytes, chunking and the caller's ``key``
     (e.g. the captioned fraction and seed). Paths are left out so it is the same on every machine."""
+    require_input(input_jsonl)
     parts = [recipe_hash, file_sha256(input_jsonl), str(chunk_size), key]
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 

@@ -8,13 +8,16 @@ shows up as a hole here.
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from bettersynth.tracking.runs import STEP_TAG
+from bettersynth.tracking.runs import STEP_TAG, local_tracking_uri
 
 
 @dataclass
@@ -27,6 +30,7 @@ class RunSummary:
     models: list[dict] = field(default_factory=list)  # one row per finetune or soup
     registry: list[dict] = field(default_factory=list)  # model versions of this run
     aliases: dict[str, str] = field(default_factory=dict)
+    tracking_uri: str = ""  # where it was logged ("" or sqlite: the workspace's mlflow.db)
 
 
 ROUND_COLUMNS = ("n_in", "n_out", "filtered", "rejected", "replaced", "removed", "created_kept")  # round/<name> metrics read back
@@ -54,7 +58,8 @@ def _children(client: MlflowClient, parent: str, experiment_id: str):
 def collect_summary(parent_run_id: str, model_name: str, workspace: Path, wall_seconds: float) -> RunSummary:
     client = MlflowClient()
     parent = client.get_run(parent_run_id)
-    summary = RunSummary(parent_run_id, parent.info.experiment_id, Path(workspace), wall_seconds)
+    summary = RunSummary(parent_run_id, parent.info.experiment_id, Path(workspace), wall_seconds,
+                         tracking_uri=mlflow.get_tracking_uri())
     runs = _children(client, parent_run_id, parent.info.experiment_id)
     evals = {r.data.params.get("model"): r for r in runs if r.data.tags.get(STEP_TAG, "").startswith("evaluate")}
     dataset_hash = ""
@@ -98,20 +103,60 @@ def _count_line(label: str, row: dict) -> str:
             f"{row.get('replaced', 0):>10}{row.get('removed', 0):>9}{row['added']:>7}")
 
 
-def format_summary(summary: RunSummary, model_name: str) -> str:
-    """Plain-text tables plus the commands to look further."""
+MLFLOW_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves by default
+
+
+def command_prefix(cwd: Path | None = None) -> str:
+    """How a fresh shell in ``cwd`` calls this installation's commands: ``.venv/bin/`` from the
+    repository root, an absolute folder from elsewhere, nothing when they are not beside Python."""
+    folder = Path(sys.executable).parent  # not resolved: a venv's python is a link to the base one
+    if not (folder / "bettersynth").is_file():
+        return ""
+    try:
+        return f"{folder.relative_to(Path.cwd() if cwd is None else cwd)}/"
+    except ValueError:
+        return f"{folder}/"
+
+
+def runs_page(base_url: str, experiment_id: str) -> str:
+    """The experiment's training-runs view (MLflow 3 opens the GenAI one unless the link asks)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def look_further(summary: RunSummary, bin_prefix: str | None = None) -> list[str]:
+    """The commands to look further, as a fresh shell in the repository root runs them."""
+    bin_prefix = command_prefix() if bin_prefix is None else bin_prefix
+    workspace = shlex.quote(str(summary.workspace))
+    default = local_tracking_uri(summary.workspace)
+    uri = summary.tracking_uri or default
+    store = "" if uri == default else f" --tracking-uri {shlex.quote(uri)}"  # compare reads the workspace's by default
+    if uri.startswith(("http://", "https://")):
+        lines = [f"  open {runs_page(uri, summary.experiment_id)}"]
+    else:
+        lines = [f"  {bin_prefix}mlflow ui --backend-store-uri {shlex.quote(uri)}",
+                 f"    then open {runs_page(MLFLOW_UI, summary.experiment_id)}"]
+    hashes = sorted({row["dataset_hash"] for row in summary.datasets if row.get("dataset_hash")})
+    lines.append(f"  {bin_prefix}bettersynth compare --workspace {workspace}{store} --chart compare.png")
+    lines += [f"  {bin_prefix}bettersynth data checkout {h} --workspace {workspace}" for h in hashes]
+    return lines
+
+
+def format_summary(summary: RunSummary, model_name: str, bin_prefix: str | None = None) -> str:
+    """Plain-text tables plus the commands to look further (``bin_prefix``: see ``command_prefix``)."""
     lines = [f"bettersynth quickstart finished in {summary.wall_seconds:.0f} s (parent MLflow run {summary.parent_run_id})", ""]
     lines.append(f"{'data step':<30}{'in':>6}{'kept':>7}{'filtered':>10}{'rejected':>10}{'replaced':>10}{'removed':>9}"
-                 f"{'added':>7}  run / DVC hash")
+                 f"{'added':>7}  MLflow run")
+    versions = []
     for row in summary.datasets:
         if row["step"] == "version-dataset":
-            lines.append(f"{'version ' + row['variant']:<89}  {row['dataset_hash']}")
+            versions.append(f"dataset variant {row['variant']}: DVC hash {row['dataset_hash']} (MLflow run {row['run_id']})")
             continue
         lines.append(_count_line(row["step"], {**row, "added": row.get("added_kept", row["added"])}) + f"  {row['run_id']}")
         lines += [_count_line(f"  round {r['round']} {r['name']}", r) for r in row.get("rounds", [])]
     lines.append("(kept = in - filtered - rejected + added; filtered + rejected = replaced + removed;"
                  " added: samples a mapper made, written)")
-    lines += ["", f"{'model':<16}{'TextVQA':>9}{'MMBench(circ)':>15}  {'dataset hash':<38}run id"]
+    lines += versions
+    lines += ["", f"{'model':<16}{'TextVQA':>9}{'MMBench(circ)':>15}  {'DVC hash':<38}MLflow run"]
     for row in summary.models:
         tvqa = "-" if row["textvqa"] is None else f"{row['textvqa']:.1f}"
         mmb = "-" if row["mmbench_circular"] is None else f"{row['mmbench_circular']:.1f}"
@@ -120,12 +165,5 @@ def format_summary(summary: RunSummary, model_name: str) -> str:
         f"v{r['version']} ({r['kind']}, score {float(r['score']):.1f})" for r in summary.registry
     )]
     lines.append("aliases: " + ", ".join(f"{alias} -> v{version}" for alias, version in sorted(summary.aliases.items())))
-    hashes = sorted({row["dataset_hash"] for row in summary.datasets if row.get("dataset_hash")})
-    lines += [
-        "",
-        "Look further:",
-        f"  mlflow ui --backend-store-uri sqlite:///{summary.workspace / 'mlflow.db'}",
-        f"  bettersynth compare --workspace {summary.workspace} --chart compare.png",
-        *(f"  bettersynth data checkout {h} --workspace {summary.workspace}" for h in hashes),
-    ]
+    lines += ["", "Look further:", *look_further(summary, bin_prefix)]
     return "\n".join(lines)

@@ -125,7 +125,7 @@ def process_dataset(
     (Path(out_dir) / "step.json").unlink(missing_ok=True)  # from a run on other inputs: no longer true
     params = {"recipe.name": recipe.name or Path(recipe_path).stem, "recipe.hash": recipe.hash(), "fraction": fraction, "seed": seed}
     params |= recipe.flat_params()
-    with step_run(step, params=params, tags={"recipe.hash": recipe.hash()}):
+    with step_run(step, params=params, tags={"recipe.hash": recipe.hash()}, title=[step], recipe=params["recipe.name"]):
         if recipe.is_multi_round:
             report = run_rounds(recipe, Path(input_dir) / "samples.jsonl", Path(input_dir), Path(out_dir), model_root=Path(model_root),
                                 batch_size=batch_size, num_workers=num_workers, select=select, chunk_size=chunk_size)

@@ -15,14 +15,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from bettersynth.tracking.runs import PARENT_RUN_ENV, step_run
+from bettersynth.tracking.runs import (
+    data_step_runs,
+    dvc_dataset_inputs,
+    model_title,
+    pipeline_run_id,
+    run_title,
+    step_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,43 +64,108 @@ def soup_tags(
 
 
 def register_version(name: str, source_run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> str:
-    """Create a model version from the run's ``checkpoint`` artifact; returns the version number."""
+    """Create a model version from the run's ``checkpoint`` artifact; returns the version number.
+
+    The version carries a description a person reads in the registry (recipe, kept
+    samples, dataset, scores, soup ingredients), and the run's logged model, whose
+    source is that run, lists the version.
+    """
     client = MlflowClient()
     try:
         client.create_registered_model(name)
     except MlflowException:
         pass  # already registered
-    with step_run(f"register-{tags.get('kind', 'model')}", params={"model.name": name, "source_run": source_run_id}):
-        pipeline_run = pipeline_run_id()
-        all_tags = {**recipe_tags(client, pipeline_run), **tags}
+    pipeline_run = pipeline_run_id()
+    steps = data_step_runs(pipeline_run, client)
+    seed = tags.get("train.seed", "")
+    model = f"soup-{tags['soup.method']}" if tags.get("soup.method") else f"seed{seed}" if seed else tags.get("kind", "model")
+    label = steps[0].data.params.get("recipe.name", "") if steps else ""
+    with step_run(f"register-{tags.get('kind', 'model')}", params={"model.name": name, "source_run": source_run_id},
+                  title=[model_title(model), "register"], recipe=label):
+        all_tags = {**recipe_tags(steps), **tags}
         all_tags |= {SCORE_TAG: f"{ranking_score(metrics):.6f}", "pipeline.run": pipeline_run}
         all_tags |= {f"{METRIC_TAG_PREFIX}{k}": f"{v:.6f}" for k, v in metrics.items()}
-        source = f"{client.get_run(source_run_id).info.artifact_uri}/checkpoint"
-        version = client.create_model_version(name, source=source, run_id=source_run_id, tags=all_tags)
+        source_run = client.get_run(source_run_id)
+        source = f"{source_run.info.artifact_uri}/checkpoint"
+        # The run's LoggedModel (steps.train._log_checkpoint, steps.soup). Not passed as the version's
+        # model_id: a server then requires the source inside the LoggedModel's own artifacts, and the
+        # checkpoint is the run's; the two link through the model's mlflow.modelVersions tag instead.
+        model_id = source_run.data.tags.get("model.id")
+        inputs = dvc_dataset_inputs(source_run) or (dvc_dataset_inputs(client.get_run(pipeline_run)) if pipeline_run else [])
+        variant = inputs[0]["name"] if inputs else ""
+        description = version_description(client, model, steps, source_run, metrics, all_tags, variant, model_id)
+        version = client.create_model_version(name, source=source, run_id=source_run_id, tags=all_tags,
+                                              description=description)
+        if model_id:
+            _link_logged_model(client, model_id, name, str(version.version))
         mlflow.set_tags({"model.name": name, "model.version": version.version})
     return str(version.version)
 
 
-def recipe_tags(client: MlflowClient, pipeline_run: str) -> dict[str, str]:
-    """``recipe.hash`` / ``recipe.name``: the recipes of the data steps of the same pipeline run, in step order.
+def _link_logged_model(client: MlflowClient, model_id: str, name: str, version: str) -> None:
+    """Record the version on its logged model, as ``mlflow.register_model`` does: the model's page lists it."""
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    known = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(known + [{"name": name, "version": version}])})
+
+
+def recipe_tags(steps: list) -> dict[str, str]:
+    """``recipe.hash`` / ``recipe.name``: the recipes of a pipeline run's data steps (``data_step_runs``), in step order.
 
     Why look them up: a model's lineage is the whole cleaning chain (filter, then
     caption, ...), and each data step logged its own recipe in its run.
     """
-    if not pipeline_run:
-        return {}
-    parent = client.get_run(pipeline_run)
-    steps = client.search_runs(
-        [parent.info.experiment_id],
-        f"tags.mlflow.parentRunId = '{pipeline_run}' and tags.`recipe.hash` != ''",
-        order_by=["attributes.start_time ASC"],
-    )
     if not steps:
         return {}
     return {
         "recipe.hash": ",".join(run.data.tags["recipe.hash"] for run in steps),
         "recipe.name": ",".join(run.data.params.get("recipe.name", "") for run in steps),
     }
+
+
+def version_description(client: MlflowClient, model: str, steps: list, source_run, metrics: dict[str, float],
+                        tags: dict[str, str], variant: str = "", model_id: str | None = None) -> str:
+    """What the registry shows for a version: a headline (scores, model, recipe, kept), then one line per fact.
+
+    The versions table shows the headline's first 29 characters, beside the version's tags
+    (kind, seed, soup method): the scores come first. The rest reads as a list on the version's page.
+    """
+    recipes = [run.data.params.get("recipe.name", "?") for run in steps]
+    kept = steps[-1].data.metrics.get("kept") if steps else None
+    dataset_hash = tags.get("dataset.hash", "")
+    scores = f"TextVQA {metrics.get('textvqa_accuracy', float('nan')):.1f} · MMBench {metrics.get('mmbench_circular', float('nan')):.1f}"
+    lines = [run_title(scores, model_title(model), " + ".join(recipes), f"{int(kept)} kept samples" if kept is not None else "")]
+    if steps:
+        lines.append("- recipe: " + ", ".join(f"{n} ({run.data.tags['recipe.hash'][:12]})" for n, run in zip(recipes, steps)))
+    if kept is not None:
+        lines.append(f"- kept samples: {int(kept)}")
+    if dataset_hash:
+        lines.append(f"- dataset: {variant + ', ' if variant else ''}DVC hash {dataset_hash}")
+    lines.append(f"- TextVQA accuracy: {metrics.get('textvqa_accuracy', float('nan')):.2f}")
+    lines.append(f"- MMBench circular: {metrics.get('mmbench_circular', float('nan')):.2f}"
+                 + (f" (single {metrics['mmbench_single']:.2f})" if "mmbench_single" in metrics else ""))
+    lines.append(f"- score (mean of the two): {ranking_score(metrics):.2f}" if {"textvqa_accuracy", "mmbench_circular"} <= set(metrics) else "")
+    if tags.get("soup.method"):
+        lines.append(f"- soup ingredients ({tags['soup.method']}): " + _ingredients(client, tags))
+    lines.append(f"- run: {source_run.info.run_name} ({source_run.info.run_id})"
+                 + (f", logged model {model_id}" if model_id else ""))
+    return "\n".join(line for line in lines if line)
+
+
+def _ingredients(client: MlflowClient, tags: dict[str, str]) -> str:
+    """Each soup ingredient by its run's name, with its weight and held-out score."""
+    runs = json.loads(tags.get("soup.ingredients", "[]"))
+    weights = json.loads(tags.get("soup.weights", "[]"))
+    scores = json.loads(tags.get("soup.ingredient_scores", "null")) or [None] * len(runs)
+    parts = []
+    for run_id, weight, score in zip(runs, weights, scores):
+        try:
+            title = client.get_run(run_id).info.run_name
+        except MlflowException:
+            title = run_id  # a local path, or a run of another store
+        parts.append(f"{title} (weight {weight:.2f}" + (f", held-out {score:.1f})" if score is not None else ")"))
+    return "; ".join(parts)
 
 
 def version_score(version, metric: str = SCORE_TAG) -> float | None:
@@ -127,7 +198,8 @@ def promote_version(name: str, version: str, metric: str = SCORE_TAG) -> dict:
     if moved:
         client.set_registered_model_alias(name, CHAMPION, new.version)
     holder = str(new.version if moved else champion.version)
-    with step_run("promote-model", params={"model.name": name, "candidate": new.version, "metric": metric}):
+    with step_run("promote-model", params={"model.name": name, "candidate": new.version, "metric": metric},
+                  title=["promote"]):
         mlflow.set_tags({"champion.moved": str(moved), "champion.version": holder})
     log.info("%s: candidate %s (%s %.6g), champion %s (%s)", name, new.version, metric, new_score, holder,
              "moved" if moved else "kept")
@@ -147,16 +219,3 @@ def promote_best(name: str, pipeline_run: str, metric: str = SCORE_TAG) -> dict:
     best = max(scored, key=lambda pair: (pair[0], -int(pair[1].version)))[1]  # ties: the earliest version
     return promote_version(name, best.version, metric)
 
-
-def pipeline_run_id() -> str:
-    """The id that groups one pipeline run's versions: the MLflow parent run.
-
-    Locally the driver passes it down; under KFP's MLflow integration it is the
-    parent of the injected task run.
-    """
-    if os.environ.get(PARENT_RUN_ENV):
-        return os.environ[PARENT_RUN_ENV]
-    task_run = os.environ.get("MLFLOW_RUN_ID")
-    if task_run:
-        return MlflowClient().get_run(task_run).data.tags.get("mlflow.parentRunId", task_run)
-    return ""

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def run_soup(
     params = {"soup.method": method, "soup.accept_if": accept_if, "soup.ingredients": runs}
     if weights is not None:
         params["soup.requested_weights"] = [float(w) for w in weights]
-    with step_run(f"soup-{method}", params=params, tags={"soup.method": method}) as run:
+    with step_run(f"soup-{method}", params=params, tags={"soup.method": method}, title=[f"soup {method}"]) as run:
         scores = None if evaluate is None else [float(evaluate(path)) for path in ingredients]
         for index, score in enumerate(scores or []):
             mlflow.log_metric("ingredient_heldout_score", score, step=index)
@@ -86,16 +87,31 @@ def run_soup(
             mlflow.log_metric("heldout_score", final)
         mlflow.log_dict({"method": method, "accept_if": accept_if, "ingredients": runs, "ingredient_scores": scores,
                          "weights": result.weights, "steps": steps, "heldout_score": final}, "soup.json")
+        model_id = ""
         if log_checkpoint:
             mlflow.log_artifacts(str(result.out_dir), artifact_path="checkpoint")
+            model_id = _log_model(result.out_dir, method, runs, run.info.run_id)
     return {
         "mlflow_run_id": run.info.run_id,
+        "mlflow_model_id": model_id,
         "checkpoint": str(result.out_dir),
         "weights": result.weights,
         "heldout_score": final,
         "ingredient_scores": scores,
         "steps": steps,
     }
+
+
+def _log_model(path: Path, method: str, ingredient_runs: list[str], run_id: str) -> str:
+    """The soup as an MLflow LoggedModel whose source is this run (the registry step lists its version on it)."""
+    config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+    model = mlflow.create_external_model(
+        name=f"soup-{method}", source_run_id=run_id, model_type=config.get("model_type", "vlm"),
+        tags={"soup.method": method, "soup.ingredients": json.dumps(ingredient_runs),
+              "checkpoint.artifact": f"runs:/{run_id}/checkpoint"},
+    )
+    mlflow.set_tag("model.id", model.model_id)
+    return model.model_id
 
 
 def soup_models(

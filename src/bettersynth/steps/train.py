@@ -84,7 +84,11 @@ def pretraining_records(dataset_dir: Path, cap: int | None, cap_seed: int) -> li
 
 def _log_checkpoint(path: Path, tags: dict[str, str], run_id: str) -> str:
     """Log the final checkpoint: its files as the run's ``checkpoint`` artifact (unless too large), and an
-    MLflow LoggedModel that references it, tagged with the dataset hash; returns the model id."""
+    MLflow LoggedModel that references it, tagged with the dataset hash; returns the model id.
+
+    The LoggedModel's source run is ``run_id`` (its page links back there) and the run's ``model.id``
+    tag names it (the registry step lists the version on it).
+    """
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     copied = size <= MAX_LOGGED_CHECKPOINT_BYTES
     if copied:
@@ -115,7 +119,7 @@ def _params(plan: TrainPlan, seed: int, dataset_hash: str, base_model: Path, n_r
 
 
 def train_align(dataset_dir: Path, dataset_hash: str, base_model: Path, plan_path: Path, seed: int, out_dir: Path,
-                api: Any = None) -> dict:
+                api: Any = None, dataset_remote: str = "", dataset_name: str = "") -> dict:
     """Stage 1 of one seed up to the decision step, into ``out_dir``.
 
     ``out_dir`` receives ``curve.json`` (per-step metrics) and either
@@ -129,7 +133,9 @@ def train_align(dataset_dir: Path, dataset_hash: str, base_model: Path, plan_pat
     curve: list[dict] = []
     tags = {"dataset.hash": dataset_hash, "train.seed": str(seed)}
     run_stages = runner_for(plan, plan_path, f"align-s{seed}", dataset_hash, api)
-    with step_run(f"align-seed{seed}", params=_params(plan, seed, dataset_hash, base_model, len(records)), tags=tags) as run:
+    params = _params(plan, seed, dataset_hash, base_model, len(records))
+    with step_run(f"align-seed{seed}", params=params, tags=tags, title=[f"seed {seed}", "align"]) as run:
+        _log_dataset(dataset_hash, dataset_remote, dataset_name, len(records))
         [result] = run_stages([StageCall(
             "align", Path(base_model), records, Path(dataset_dir), plan.stage("align", seed), out_dir / "model",
             out_dir / "checkpoints", stop_after_step=plan.seed_selection.decide_after_steps,
@@ -154,7 +160,8 @@ def select_seeds(aligned_dirs: list[Path], plan_path: Path, out_dir: Path) -> li
     decision = decide(curves, decision_policy(plan.seed_selection, curves, completed))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with step_run("select-seeds", params={f"seed_selection.{k}": v for k, v in plan.seed_selection.model_dump().items()}):
+    with step_run("select-seeds", params={f"seed_selection.{k}": v for k, v in plan.seed_selection.model_dump().items()},
+                  title=["select seeds"]):
         log_metric_history([(f"seed{seed}/align_loss", loss, step)  # the curves side by side, one metric per seed
                             for seed, losses in curves.items() for step, loss in enumerate(losses, start=1)])
         for seed in curves:
@@ -213,7 +220,8 @@ def train_finetune(
     tags = {"dataset.hash": dataset_hash, "train.seed": str(seed), "align.seed": str(align_seed)}
     params = _params(plan, seed, dataset_hash, base_model, len(records), align_seed)
     run_stages = runner_for(plan, plan_path, f"train-s{seed}", dataset_hash, api)
-    with step_run(f"train-seed{seed}", params=params, tags=tags) as run, tempfile.TemporaryDirectory() as scratch:
+    with step_run(f"train-seed{seed}", params=params, tags=tags, title=[f"seed {seed}"]) as run, \
+            tempfile.TemporaryDirectory() as scratch:
         _log_dataset(dataset_hash, dataset_remote, dataset_name, len(records))
         log_metric_history([(f"align/{k}", v, row["step"])  # the whole stage-1 curve in this run
                             for row in json.loads((aligned / CURVE_FILE).read_text())["steps"]
@@ -287,7 +295,8 @@ def train_model(
     tags = {"dataset.hash": dataset_hash, "train.seed": str(seed)}
     params = _params(plan, seed, dataset_hash, base_model, len(records))
     run_stages = runner_for(plan, plan_path, f"model-s{seed}", dataset_hash, api)
-    with step_run(f"train-seed{seed}", params=params, tags=tags) as run, tempfile.TemporaryDirectory() as scratch:
+    with step_run(f"train-seed{seed}", params=params, tags=tags, title=[f"seed {seed}"]) as run, \
+            tempfile.TemporaryDirectory() as scratch:
         _log_dataset(dataset_hash, dataset_remote, dataset_name, len(records))
         stage1_dir = Path(scratch) / "align"
         align = StageCall("align", Path(base_model), records, Path(dataset_dir), plan.stage("align", seed), stage1_dir,

@@ -22,7 +22,7 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,15 @@ from bettersynth.core.retry import DEFAULT_BACKOFF, Backoff, with_retries
 
 PARENT_RUN_ENV = "BETTERSYNTH_PARENT_RUN_ID"
 STEP_TAG = "bettersynth.step"
+# What MLflow calls a training experiment (the UI's "Model training", not its GenAI traces view).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT = "custom_model_development"
+# MLflow's mark of an evaluation run; the runs view opens the parent of one expanded.
+RUN_TYPE_TAG = "mlflow.runType"
+EVALUATION_RUN = "evaluation"
+# Between the parts of a run name, what tells sibling runs apart first (the UI cuts names at
+# about 25 characters), the recipe last: "seed 1 · similarity", "soup greedy · similarity".
+TITLE_SEPARATOR = " · "
 # MLflow's client retries 7 times with backoff up to 2 minutes: minutes of hanging on a server
 # that is down. Inside a step it gets a few seconds' worth, unless the environment sets these.
 STEP_HTTP_SETTINGS = {
@@ -56,17 +65,80 @@ def cli_tracking_uri(workspace: Path, explicit: str | None = None) -> str:
 
 
 def ensure_experiment(name: str, artifact_root: Path | None = None) -> str:
-    """The id of experiment ``name``, created with artifacts under ``artifact_root`` if new.
+    """The id of training experiment ``name``, created with artifacts under ``artifact_root`` if new.
 
     A tracking *server* keeps its own artifact store (``--artifacts-destination``):
     there ``artifact_root`` is ignored so artifacts travel through the server.
+    An existing experiment without a kind is marked a training experiment too.
     """
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
+        mark_training_experiment(experiment)
         return experiment.experiment_id
     served = mlflow.get_tracking_uri().startswith(("http://", "https://"))
     location = Path(artifact_root).resolve().as_uri() if artifact_root and not served else None
-    return mlflow.create_experiment(name, artifact_location=location)
+    return mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT})
+
+
+def mark_training_experiment(experiment: Any) -> None:
+    """Tag ``experiment`` (an MLflow ``Experiment``) as training, unless it already says what it is.
+
+    Why: without the tag MLflow treats an experiment as GenAI (traces, no runs table).
+    """
+    if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT)
+
+
+def run_title(*parts: str) -> str:
+    """A run name from its non-empty parts: ``run_title("seed 1", "similarity")`` is ``seed 1 · similarity``."""
+    return TITLE_SEPARATOR.join(part for part in parts if part)
+
+
+def model_title(label: str) -> str:
+    """How a run name says which model: ``seed0`` -> ``seed 0``, ``soup-greedy`` -> ``soup greedy``."""
+    if label.startswith("seed") and label[4:].isdigit():
+        return f"seed {label[4:]}"
+    return label.replace("-", " ", 1) if label.startswith("soup-") else label
+
+
+def rename_run(run_id: str, name: str) -> None:
+    mlflow.MlflowClient().update_run(run_id, name=name)
+
+
+def pipeline_run_id() -> str:
+    """The id that groups one pipeline run's steps: the MLflow parent run ("" outside a pipeline).
+
+    Locally the driver passes it down; under KFP's MLflow integration it is the
+    parent of the injected task run.
+    """
+    if os.environ.get(PARENT_RUN_ENV):
+        return os.environ[PARENT_RUN_ENV]
+    task_run = os.environ.get("MLFLOW_RUN_ID")
+    if task_run:
+        return mlflow.MlflowClient().get_run(task_run).data.tags.get("mlflow.parentRunId", task_run)
+    return ""
+
+
+def data_step_runs(pipeline_run: str, client: Any = None) -> list:
+    """The data steps (runs with a ``recipe.hash`` tag) of pipeline run ``pipeline_run``, in step order."""
+    if not pipeline_run:
+        return []
+    client = client or mlflow.MlflowClient()
+    parent = client.get_run(pipeline_run)
+    return client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{pipeline_run}' and tags.`recipe.hash` != ''",
+        order_by=["attributes.start_time ASC"],
+    )
+
+
+def recipe_label(pipeline_run: str | None = None) -> str:
+    """The recipe a pipeline run's step names end with: its first data step's (the cleaning recipe).
+
+    Looked up in MLflow, so it is the same on one machine and on a cluster; "" outside a pipeline.
+    """
+    steps = data_step_runs(pipeline_run_id() if pipeline_run is None else pipeline_run)
+    return steps[0].data.params.get("recipe.name", "") if steps else ""
 
 
 def require_tracking_server(uri: str | None = None, backoff: Backoff = DEFAULT_BACKOFF) -> None:
@@ -102,19 +174,31 @@ def bounded_http_retries() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def step_run(step: str, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+def step_run(step: str, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
+             title: Sequence[str] = (), recipe: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """Open the MLflow run this step logs into (KFP-injected, nested locally, or standalone).
 
-    An unreachable tracking server fails the step here, before any work, with its URL.
+    ``step`` goes into the ``bettersynth.step`` tag (what code reads). The run's name, what a
+    person reads in the MLflow UI, is ``step_title(step, title, recipe)``. An unreachable
+    tracking server fails the step here, before any work, with its URL.
     """
     with bounded_http_retries():
         require_tracking_server()
-        with _open_run(step, params, tags) as run:
+        with _open_run(step, params, tags, step_title(step, title, recipe)) as run:
             yield run
 
 
+def step_title(step: str, title: Sequence[str] = (), recipe: str | None = None) -> str:
+    """A step's run name: inside a pipeline run ``title`` then the recipe (``recipe``, else the
+    pipeline's ``recipe_label``), e.g. ``seed 1 · similarity``; outside one, or without ``title``, ``step``."""
+    pipeline_run = pipeline_run_id()
+    if not title or not pipeline_run:
+        return step
+    return run_title(*title, recipe_label(pipeline_run) if recipe is None else recipe)
+
+
 @contextlib.contextmanager
-def _open_run(step: str, params: dict[str, Any] | None, tags: dict[str, str] | None) -> Iterator[mlflow.ActiveRun]:
+def _open_run(step: str, params: dict[str, Any] | None, tags: dict[str, str] | None, name: str) -> Iterator[mlflow.ActiveRun]:
     injected = os.environ.get("MLFLOW_RUN_ID")
     parent = os.environ.get(PARENT_RUN_ENV)
     experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
@@ -124,12 +208,15 @@ def _open_run(step: str, params: dict[str, Any] | None, tags: dict[str, str] | N
     else:
         active = mlflow.active_run()  # a step called inside a run (a notebook, a test) nests under it
         context = mlflow.start_run(
-            run_name=step, experiment_id=experiment_id or (active.info.experiment_id if active else None),
+            run_name=name, experiment_id=experiment_id or (active.info.experiment_id if active else None),
             tags=all_tags, parent_run_id=parent or None, nested=active is not None,
         )
     with context as run:
         if injected:
+            # KFP's backend made this run and its experiment: name the one, mark the other as training
             mlflow.set_tags(all_tags)
+            rename_run(run.info.run_id, name)
+            mark_training_experiment(mlflow.get_experiment(run.info.experiment_id))
         if params:
             mlflow.log_params({k: _param_value(v) for k, v in params.items()})
         yield run
@@ -219,13 +306,17 @@ def log_dataset_input(
     path: str = "",
     context: str = "training",
     n_samples: int | None = None,
+    run_id: str | None = None,
 ) -> None:
-    """Log the active run's dataset as an MLflow dataset input sourced from DVC.
+    """Log a dataset input sourced from DVC to ``run_id`` (default: the active run).
 
-    The digest is DVC's hash itself (``<md5>.dir`` is 36 characters, MLflow's
-    limit), so the MLflow UI and ``dvc`` name the same bytes the same way.
+    The name is the variant's and the digest DVC's hash itself (``<md5>.dir`` is 36
+    characters, MLflow's limit), so the MLflow UI's Dataset column and ``dvc`` name
+    the same bytes the same way.
     """
     from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     if not dataset_hash:
         raise ValueError("dataset_hash: empty; pass the DVC hash of the variant the run trained on")
@@ -233,12 +324,14 @@ def log_dataset_input(
         raise ValueError(f"dataset_hash: {dataset_hash!r} is longer than MLflow's 36-character digest")
     _register_dvc_source()
     dataset = MetaDataset(DVCDatasetSource(remote_url, dataset_hash, path), name=name, digest=dataset_hash)
-    tags = {"dvc.hash": dataset_hash}
+    tags = {MLFLOW_DATASET_CONTEXT: context, "dvc.hash": dataset_hash}
     if n_samples is not None:
         tags["samples"] = str(n_samples)
+    run_id = run_id or mlflow.active_run().info.run_id
+    entry = DatasetInput(dataset._to_mlflow_entity(), [InputTag(k, v) for k, v in tags.items()])
     for attempt in range(3):
         try:
-            mlflow.log_input(dataset, context=context, tags=tags)
+            mlflow.MlflowClient().log_inputs(run_id, datasets=[entry])
             return
         except MlflowException:
             # Seeds training in parallel log the same dataset at once; the store creates

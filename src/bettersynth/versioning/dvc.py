@@ -57,13 +57,15 @@ def _repo(root: Path):
     return Repo(str(root))
 
 
-def ensure_dvc_project(root: Path, remote_url: str | None = None, endpoint_url: str | None = None) -> str:
+def ensure_dvc_project(root: Path, remote_url: str | None = None, endpoint_url: str | None = None,
+                       create_remote: bool = True) -> str:
     """Make ``root`` a DVC project with a default remote; returns the remote's URL.
 
     A git work tree gets a normal DVC project; any other directory gets
     ``--no-scm`` (e.g. a scratch workspace or a pod's volume). The remote is
     ``remote_url``, else ``$BETTERSYNTH_DVC_REMOTE``, else the one configured,
-    else a local directory remote under ``root``.
+    else a local directory remote under ``root``, created unless ``create_remote``
+    is false (a restore reads a remote; an empty new one would hide a wrong path).
     """
     from dvc.repo import Repo
 
@@ -85,9 +87,44 @@ def ensure_dvc_project(root: Path, remote_url: str | None = None, endpoint_url: 
             config.setdefault("core", {})["remote"] = DEFAULT_REMOTE
     name = repo.config["core"].get("remote", DEFAULT_REMOTE)
     url = repo.config["remote"][name]["url"]
-    if "://" not in url:
+    if "://" not in url and create_remote:
         Path(url).mkdir(parents=True, exist_ok=True)
     return url
+
+
+class RemoteMissing(LookupError):
+    """The project's local-directory DVC remote cannot hold the variant: absent, empty, or another one."""
+
+
+def check_local_remote(root: Path, dataset_hash: str, known_remote: str | None = None) -> None:
+    """Before a pull: fail in one sentence, with the command that fixes it, when the cache lacks
+    ``dataset_hash`` and the default remote is a local directory that does not hold it.
+
+    Why: a second clone reads the remote its ``.dvc/config`` names, often a folder
+    of the first machine; DVC's own answer is a checkout error about the cache.
+    ``known_remote`` (the URL the variant was pushed to, from MLflow) goes into the
+    suggested command. Remote URLs with a scheme (s3://...) are left to the pull.
+    """
+    repo = _repo(root)
+    md5 = dataset_hash if dataset_hash.endswith(".dir") else dataset_hash + ".dir"
+    if repo.cache.local.exists(md5):
+        return
+    name = repo.config["core"].get("remote", DEFAULT_REMOTE)
+    url = repo.config["remote"][name]["url"]
+    if "://" in url:
+        return
+    path = Path(url)
+    if not path.is_dir():
+        state = "does not exist"
+    elif not any(path.iterdir()):
+        state = "is empty"
+    elif not repo.cloud.get_remote_odb(name).exists(md5):
+        state = f"does not hold {md5}"
+    else:
+        return
+    target = known_remote if known_remote and Path(known_remote).resolve() != path.resolve() else "<url of the remote that holds it>"
+    raise RemoteMissing(f"DVC remote {name!r} at {path} {state}; point this project at the remote that holds "
+                        f"{md5}: dvc remote modify --local {name} url {target}")
 
 
 def version_variant(
@@ -148,15 +185,17 @@ def find_pointer(root: Path, dataset_hash: str) -> Path | None:
     return None
 
 
-def restore_variant(root: Path, dataset_hash: str, name: str | None = None) -> Path:
+def restore_variant(root: Path, dataset_hash: str, name: str | None = None, known_remote: str | None = None) -> Path:
     """Bring back the exact bytes of ``dataset_hash`` from the DVC remote and verify them.
 
     Uses an existing pointer when the project has one; otherwise writes one
     (``data/variants/<name or hash>.dvc``), as after a clean clone that only
-    knows the hash from MLflow.
+    knows the hash from MLflow. A local remote that cannot hold the bytes fails
+    first, naming the fix (``check_local_remote``).
     """
     root = Path(root).resolve()
-    ensure_dvc_project(root)
+    ensure_dvc_project(root, create_remote=False)
+    check_local_remote(root, dataset_hash, known_remote)
     pointer = find_pointer(root, dataset_hash)
     if pointer is None:
         md5 = dataset_hash if dataset_hash.endswith(".dir") else dataset_hash + ".dir"
@@ -201,6 +240,7 @@ class Resolved:
     name: str | None  # folder under data/variants, when known
     pointer_text: str | None  # a .dvc file's text (from an MLflow artifact), when known
     how: str  # "variant", "hash" or "mlflow run"
+    remote_url: str | None = None  # the remote the variant was pushed to, when MLflow recorded it
 
 
 def _variant_pointer(root: Path, name: str) -> Path | None:
@@ -276,17 +316,19 @@ def _resolve_run(run) -> Resolved:
             [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'", max_results=1000
         )
         candidates += sorted((c for c in children if c.data.tags.get("dataset.hash")), key=lambda c: c.info.start_time)
-    for candidate in candidates:
+    for candidate in candidates:  # a pointer first: it brings the lineage meta along
         text = _run_pointer(client, candidate.info.run_id)
         if text is not None:
             document = yaml.safe_load(text)
-            return Resolved(document["outs"][0]["md5"], Path(document["outs"][0]["path"]).name, text, "mlflow run")
-        tags = candidate.data.tags
+            return Resolved(document["outs"][0]["md5"], Path(document["outs"][0]["path"]).name, text, "mlflow run",
+                            candidate.data.tags.get("dvc.remote"))
+    for candidate in candidates:
+        tags, inputs = candidate.data.tags, dvc_dataset_inputs(candidate)
+        remote = tags.get("dvc.remote") or (inputs[0]["remote_url"] if inputs else None)
         if tags.get("dataset.hash"):
-            return Resolved(tags["dataset.hash"], tags.get("dataset.variant"), None, "mlflow run")
-        inputs = dvc_dataset_inputs(candidate)
+            return Resolved(tags["dataset.hash"], tags.get("dataset.variant"), None, "mlflow run", remote)
         if inputs:
-            return Resolved(inputs[0]["dataset_hash"], inputs[0]["name"], None, "mlflow run")
+            return Resolved(inputs[0]["dataset_hash"], inputs[0]["name"], None, "mlflow run", remote)
     raise ValueError(f"MLflow run {run.info.run_id}: no dataset recorded (no dvc/*.dvc artifact, dataset.hash tag or DVC dataset input)")
 
 
@@ -306,7 +348,7 @@ def checkout(root: Path, reference: str, name: str | None = None) -> tuple[Path,
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(resolved.pointer_text)
     log.info("%s %r resolves to %s", resolved.how, reference, resolved.dataset_hash)
-    return restore_variant(root, resolved.dataset_hash, name or resolved.name), resolved
+    return restore_variant(root, resolved.dataset_hash, name or resolved.name, resolved.remote_url), resolved
 
 
 def cache_objects(root: Path) -> list[Path]:
