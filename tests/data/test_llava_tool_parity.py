@@ -233,6 +233,10 @@ def test_file_conversions_name_the_line(tmp_path):
     (tmp_path / "dj.jsonl").write_text((tmp_path / "dj.jsonl").read_text() + json.dumps({"id": "x", "text": "<image>\nc " + EOC, "images": ["x.jpg"]}) + "\n")
     with pytest.raises(SampleError, match=r"^dj\.jsonl:3: sample 'x': no original LLaVA record"):
         dj_file_to_llava(tmp_path / "dj.jsonl", tmp_path / "back.json", original_llava=source)
+    (tmp_path / "captions.jsonl").write_text(json.dumps({"id": "c", "text": "<image>\nc " + EOC, "images": ["c.jpg"]}) + "\n")
+    with pytest.raises(SampleError, match=r"^captions\.jsonl:1: "):  # the tool refuses a caption with no question
+        dj_file_to_llava(tmp_path / "captions.jsonl", tmp_path / "captions.json")
+    assert dj_file_to_llava(tmp_path / "captions.jsonl", tmp_path / "captions.json", plain_template=True) == 1
     (source.parent / "broken.json").write_text('[\n{"id": 1,\n "conversations": [}\n]')
     with pytest.raises(ValueError, match=r"^broken\.json:3: not valid JSON"):
         list(iter_llava_json(source.parent / "broken.json"))

@@ -346,10 +346,12 @@ def llava_file_to_dj(source: str | Path, target: str | Path, only_keep_caption: 
 
 def dj_file_to_llava(
     source: str | Path, target: str | Path, original_llava: str | Path | None = None, keep_only_first_image: bool = True,
-    plain_template: bool = True,
+    plain_template: bool = False,
 ) -> int:
     """A Data-Juicer jsonl as a LLaVA json file, as the tool converts it (``original_llava``: its
-    ``restore_questions`` with ``original_llava_ds_path``); a bad line stops it, naming ``file:line``."""
+    ``restore_questions`` with ``original_llava_ds_path``); a bad line stops it, naming ``file:line``.
+    A caption sample with no question to restore is refused, as the tool refuses it; ``plain_template``
+    writes it as a stage-1 record (``human: "<image>"``) instead."""
     originals = llava_originals(record for record, _ in iter_llava_json(original_llava)) if original_llava else None
     records = []
     for item, position in iter_jsonl(source):
