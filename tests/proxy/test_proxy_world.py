@@ -130,3 +130,21 @@ def test_proxy_ocr_distractors_share_the_words_case(proxy: ProxyWorldPaths) -> N
     for question in questions:
         _, tokens = parse_llava_text(question.removeprefix("<image>\n"), "test")
         assert all(token == token.upper() for token in tokens)
+
+
+@pytest.mark.parametrize("arch", ["llava", "mgm"])
+def test_proxy_base_model_takes_either_architecture(arch, tmp_path):
+    """``bettersynth proxy --arch``: the base is built from the scorer's tower and the LM, LLaVA or Mini-Gemini."""
+    from bettersynth.vlm import load_vlm, vlm_class
+    from bettersynth_demo.models import build_tiny_causal_lm, build_tiny_clip
+    from bettersynth_demo.proxy.experiment import SCORER, build_base
+
+    texts = ["a red circle on the left", "what colour is the square", "blue"] * 20
+    build_tiny_clip(tmp_path / SCORER, texts)
+    build_tiny_causal_lm(tmp_path / "lm", texts)
+    base = build_base(arch, tmp_path, seed=0)
+    assert base == tmp_path / f"{arch}-base"
+    vlm = load_vlm(base)
+    assert type(vlm.model) is vlm_class(base) and vlm.model.config.model_type == {"llava": "llava", "mgm": "bettersynth_mgm"}[arch]
+    if arch == "mgm":
+        assert vlm.model.config.aux_tower["image_size"] == 2 * vlm.model.config.vision_config.image_size
