@@ -13,28 +13,25 @@ import argparse
 import sys
 
 
-def import_mgm(args: argparse.Namespace) -> int:
-    from bettersynth.vlm.mgm_interop import MgmInteropError, import_mgm
+def _convert(verb: str, done: str):
+    """A ``run`` for one conversion verb: call ``bettersynth.vlm.mgm_interop.<verb>``, one line out either way."""
 
-    try:
-        out = import_mgm(args.dir, args.out, args.vision_tower, args.vision_tower_aux)
-    except MgmInteropError as exc:
-        print(f"bettersynth vlm import-mgm: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"imported {args.dir} into {out}")
-    return 0
+    def run(args: argparse.Namespace) -> int:
+        from bettersynth.vlm import mgm_interop
+
+        try:
+            out = getattr(mgm_interop, verb)(args.dir, args.out, args.vision_tower, args.vision_tower_aux)
+        except mgm_interop.MgmInteropError as exc:
+            print(f"bettersynth vlm {verb.replace('_', '-')}: error: {exc}", file=sys.stderr)
+            return 1
+        print(done.format(src=args.dir, out=out))
+        return 0
+
+    return run
 
 
-def export_mgm(args: argparse.Namespace) -> int:
-    from bettersynth.vlm.mgm_interop import MgmInteropError, export_mgm
-
-    try:
-        out = export_mgm(args.dir, args.out, args.vision_tower, args.vision_tower_aux)
-    except MgmInteropError as exc:
-        print(f"bettersynth vlm export-mgm: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"exported {args.dir} in MGM's layout to {out}")
-    return 0
+import_mgm = _convert("import_mgm", "imported {src} into {out}")
+export_mgm = _convert("export_mgm", "exported {src} in MGM's layout to {out}")
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
