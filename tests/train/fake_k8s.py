@@ -14,6 +14,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from bettersynth.train.launch import custom_objects_api
 
 
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/trainjobs.trainer.kubeflow.org"
+RUNTIMES_PATH = "/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes"
+
+
+def trainer_crd(spec_fields: tuple[str, ...] = ("runtimeRef", "trainer", "runtimePatches")) -> dict:
+    """The part of a TrainJob CRD the release check reads: which fields ``spec`` declares (v2.3's by default)."""
+    schema = {"properties": {"spec": {"properties": {field: {"type": "object"} for field in spec_fields}}}}
+    return {"kind": "CustomResourceDefinition", "metadata": {"name": "trainjobs.trainer.kubeflow.org"},
+            "spec": {"versions": [{"name": "v1alpha1", "served": True, "schema": {"openAPIV3Schema": schema}}]}}
+
+
 def condition(kind: str, status: str = "True", message: str = "") -> dict:
     return {"type": kind, "status": status, "reason": kind + "Reason", "message": message}
 
@@ -22,7 +33,10 @@ class FakeCluster:
     """The slice of the API server a custom resource uses: create, get (status advances per GET), delete."""
 
     def __init__(self, statuses: list[dict]) -> None:
-        self.statuses, self.objects, self.requests = statuses, {}, []
+        self.statuses, self.requests = statuses, []
+        # Trainer v2.3 with bettersynth's runtime applied: what a prepared cluster serves
+        self.objects: dict[str, dict] = {CRD_PATH: trainer_crd(),
+                                         f"{RUNTIMES_PATH}/bettersynth-torch": {"metadata": {"name": "bettersynth-torch"}}}
         self.create_error: int | None = None
         self.on_create: Callable[[dict], None] | None = None  # the "operator": runs the job, sets statuses
         cluster = self
@@ -76,6 +90,10 @@ class FakeCluster:
 
     def set_status(self, status: dict) -> None:
         self.statuses[:] = [status]
+
+    def jobs(self) -> dict[str, dict]:
+        """The namespaced objects (the jobs), without the cluster-scoped CRD and runtime."""
+        return {path: obj for path, obj in self.objects.items() if "/namespaces/" in path}
 
     def methods(self) -> list[str]:
         return [m for m, _, _ in self.requests]

@@ -8,8 +8,16 @@ import pytest
 
 from bettersynth.platform.trainjob import MultiNodeJob, pytorchjob_manifest, trainjob_manifest
 from bettersynth.train import defaults_for
-from bettersynth.train.launch import JobCancelled, JobFailed, JobTimeout, delete_job, submit_and_wait
-from tests.train.fake_k8s import clusters
+from bettersynth.train.launch import (
+    JobCancelled,
+    JobFailed,
+    JobTimeout,
+    check_runtime_installed,
+    check_trainer_release,
+    delete_job,
+    submit_and_wait,
+)
+from tests.train.fake_k8s import CRD_PATH, RUNTIMES_PATH, clusters, trainer_crd
 from tests.train.fake_k8s import condition as _condition
 
 JOB = MultiNodeJob(name="mgm-align-seed0", namespace="ml", image="registry.example/bettersynth:0.1.0",
@@ -63,7 +71,7 @@ def test_sigterm_while_waiting_deletes_the_job(cluster_with):
             submit_and_wait(trainjob_manifest(JOB, defaults_for("align")), cluster.api, timeout_s=30, poll_s=0.02)
     finally:
         timer.cancel()
-    assert cluster.methods()[-1] == "DELETE" and not cluster.objects
+    assert cluster.methods()[-1] == "DELETE" and not cluster.jobs()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
 
 
@@ -96,7 +104,7 @@ def test_delete_job_removes_it_and_tolerates_it_gone(cluster_with):
     cluster.objects["/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs/mgm-align-seed0"] = manifest
     delete_job(manifest, cluster.api)
     delete_job(manifest, cluster.api)  # already gone (the fake answers 200 either way; a 404 is ignored too)
-    assert not cluster.objects and cluster.methods() == ["DELETE", "DELETE"]
+    assert not cluster.jobs() and cluster.methods() == ["DELETE", "DELETE"]
 
 
 def test_current_namespace_is_the_pods_own(tmp_path, monkeypatch):
@@ -106,3 +114,37 @@ def test_current_namespace_is_the_pods_own(tmp_path, monkeypatch):
     assert launch.current_namespace() == "default"  # outside a cluster
     (tmp_path / "namespace").write_text("ml-team\n")
     assert launch.current_namespace() == "ml-team"
+
+
+def test_a_job_that_never_starts_fails_in_bounded_time_with_what_the_operator_said(cluster_with):
+    manifest = trainjob_manifest(JOB, defaults_for("align", per_device_batch_size=8))
+    pending = {"conditions": [_condition("Created", message="jobset created")],
+               "jobsStatus": [{"name": "node", "active": 1, "ready": 0}]}  # pods pending: no GPUs free
+    cluster = cluster_with([pending])
+    with pytest.raises(JobTimeout, match=r"had not started within 0.05 s.*Created=True CreatedReason: jobset created"):
+        submit_and_wait(manifest, cluster.api, timeout_s=60, poll_s=0.01, start_timeout_s=0.05)
+    assert cluster.methods()[-1] == "DELETE"
+
+
+def test_a_started_job_is_not_held_to_the_start_deadline(cluster_with):
+    manifest = trainjob_manifest(JOB, defaults_for("align", per_device_batch_size=8))
+    running = {"jobsStatus": [{"name": "node", "active": 1, "ready": 1}]}
+    done = running | {"conditions": [_condition("Complete")]}
+    cluster = cluster_with([running, running, running, running, done])
+    submit_and_wait(manifest, cluster.api, timeout_s=60, poll_s=0.02, start_timeout_s=0.03)
+    assert "DELETE" not in cluster.methods()
+
+
+def test_the_trainer_release_and_the_runtime_are_checked_on_the_cluster(cluster_with):
+    cluster = cluster_with([{}])
+    check_trainer_release(cluster.api)
+    check_runtime_installed("bettersynth-torch", cluster.api)
+    cluster.objects[CRD_PATH] = trainer_crd(("runtimeRef", "trainer", "podTemplateOverrides"))
+    with pytest.raises(ValueError, match="podTemplateOverrides"):
+        check_trainer_release(cluster.api)
+    del cluster.objects[CRD_PATH]
+    with pytest.raises(RuntimeError, match="Kubeflow Trainer is not installed"):
+        check_trainer_release(cluster.api)
+    del cluster.objects[f"{RUNTIMES_PATH}/bettersynth-torch"]
+    with pytest.raises(RuntimeError, match=r"'bettersynth-torch' is not installed: apply k8s/runtimes/"):
+        check_runtime_installed("bettersynth-torch", cluster.api)

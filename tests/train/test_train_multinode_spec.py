@@ -39,6 +39,11 @@ def _calls(tmp_path: Path, plan_path: Path, stages=("align",)) -> list[StageCall
                       tmp_path / s / "ckpt") for s in stages]
 
 
+def _patched_pod(manifest: dict) -> dict:
+    [patch] = manifest["spec"]["runtimePatches"]
+    return patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+
+
 def _env(container_env: list[dict]) -> dict:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container_env}
 
@@ -65,10 +70,13 @@ def test_trainjob_for_two_nodes_of_four_gpus(tmp_path):
     assert env["MLFLOW_TRACKING_PASSWORD"] == {"secretKeyRef": {
         "name": "bettersynth-mlflow-client", "key": "MLFLOW_TRACKING_PASSWORD", "optional": True}}
 
-    [override] = manifest["spec"]["podTemplateOverrides"]
-    assert override["targetJobs"] == [{"name": "node"}]
-    assert override["metadata"]["labels"] == {PRIORITY_LABEL: "bettersynth-training"}
-    pod = override["spec"]
+    [patch] = manifest["spec"]["runtimePatches"]  # Trainer >= 2.2: placement patches the runtime's `node` job
+    assert patch["manager"] == "bettersynth.io/placement"
+    [node] = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    assert node["name"] == "node"
+    template = node["template"]["spec"]["template"]
+    assert template["metadata"]["labels"] == {PRIORITY_LABEL: "bettersynth-training"}
+    pod = template["spec"]
     assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
@@ -121,7 +129,7 @@ def test_settings_errors_name_the_field(tmp_path, monkeypatch):
     monkeypatch.setenv("BETTERSYNTH_IMAGE", "bettersynth:0.1.0")
     manifest = _runner(plan_path).manifest(_calls(tmp_path, plan_path))
     assert manifest["spec"]["trainer"]["image"] == "bettersynth:0.1.0"
-    assert [v["persistentVolumeClaim"]["claimName"] for v in manifest["spec"]["podTemplateOverrides"][0]["spec"]["volumes"]] \
+    assert [v["persistentVolumeClaim"]["claimName"] for v in _patched_pod(manifest)["volumes"]] \
         == ["bettersynth-shared"]  # without a profile: only the shared PVC, no placement
     missing = _plan(tmp_path, shared_mount=str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="multinode.shared_mount: .*nowhere is not mounted in this pod"):
@@ -134,7 +142,7 @@ def test_settings_errors_name_the_field(tmp_path, monkeypatch):
 
 def test_the_pods_can_take_another_pool_than_the_waiting_step(tmp_path):
     plan_path = _plan(tmp_path, pool="gpu-spot")  # e.g. the step waits on cpu while the job holds the GPUs
-    pod = _runner(plan_path).manifest(_calls(tmp_path, plan_path))["spec"]["podTemplateOverrides"][0]["spec"]
+    pod = _patched_pod(_runner(plan_path).manifest(_calls(tmp_path, plan_path)))
     assert pod["nodeSelector"]["cloud.google.com/gke-spot"] == "true" and len(pod["tolerations"]) == 2
     with pytest.raises(ValueError, match=r"multinode.pool: unknown pool 'h100' \(pools: \['cpu', 'gpu', 'gpu-spot'\]"):
         _runner(_plan(tmp_path, pool="h100"))

@@ -103,7 +103,7 @@ def test_remote_align_and_finetune_match_the_local_steps(mlflow_store, small_wor
     [(_, path, manifest)] = [r for r in cluster.requests if r[0] == "POST"]
     assert path == TRAINJOBS and manifest["spec"]["trainer"]["numNodes"] == 2
     assert _command(manifest)[:3] == ["torchrun", "--nnodes=2", "--nproc_per_node=1"]
-    assert cluster.methods()[-1] == "DELETE" and not cluster.objects  # a finished job is removed
+    assert cluster.methods()[-1] == "DELETE" and not cluster.jobs()  # a finished job is removed
     shared = tmp_path / "shared" / "bettersynth"
     assert not any((shared / "jobs").iterdir())  # and its folder
     assert {p.name.split("-", 1)[1] for p in (shared / "inputs").iterdir()} == {"seed", "llava-base"}  # staged inputs
@@ -160,7 +160,7 @@ def test_pods_log_live_into_the_steps_run_and_nothing_twice(mlflow_store, small_
     history = MlflowClient().get_metric_history(result["mlflow_run_id"], "align/loss")
     assert [(m.step, m.value) for m in history] == [(1, rows[0]["loss"])]
     assert "MLFLOW_RUN_ID" not in os.environ  # the pod's environment stayed in the pod
-    assert cluster.objects  # keep_workdir keeps the job too
+    assert cluster.jobs()  # keep_workdir keeps the job too
 
 
 def test_a_failed_job_fails_the_step_with_its_reason(mlflow_store, small_world, pico_models, tmp_path, cluster_with):
@@ -172,7 +172,7 @@ def test_a_failed_job_fails_the_step_with_its_reason(mlflow_store, small_world, 
     with mlflow.start_run() as parent, failed:
         train_align(small_world.seed_jsonl.parent, HASH, pico_models / "llava-base", remote_plan, 0,
                     tmp_path / "aligned", api=cluster.api)
-    assert "DELETE" not in cluster.methods() and cluster.objects  # kept, for its pods' logs
+    assert "DELETE" not in cluster.methods() and cluster.jobs()  # kept, for its pods' logs
     [workdir] = (tmp_path / "shared" / "bettersynth" / "jobs").iterdir()
     assert (workdir / "spec.json").is_file() and (workdir / "records-align.json").is_file()
     client = MlflowClient()

@@ -17,7 +17,8 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["quickstart", "compile", "data", "compare", "algebra", "submit", "soup", "analyze", "proxy", "vlm", "process"]
+COMMANDS = ["quickstart", "compile", "data", "compare", "algebra", "submit", "soup", "analyze", "proxy", "vlm", "process",
+            "trainjob"]
 
 
 def build_parser() -> argparse.ArgumentParser:

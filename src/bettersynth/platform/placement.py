@@ -102,6 +102,7 @@ class ClusterProfile(BaseModel):
     image_pull_secrets: list[str] = Field(default_factory=list)  # Secrets for a private registry
     volumes: list[PvcMount] = Field(default_factory=list)  # PVCs (models, data) mounted into steps
     secrets: list[SecretEnv] = Field(default_factory=list)  # credentials reach pods only as Secret-backed env vars
+    env: dict[str, str] = Field(default_factory=dict)  # plain environment of every step, e.g. MLFLOW_TRACKING_URI
     retry: RetryPolicy = Field(default_factory=RetryPolicy)  # applied to steps on preemptible pools
     caching: CachingPolicy = Field(default_factory=CachingPolicy)
     security: SecurityPolicy = Field(default_factory=SecurityPolicy)
@@ -118,6 +119,9 @@ class ClusterProfile(BaseModel):
                 raise ValueError(f"pools.{name}.image: unknown image key {pool.image!r} (images: {sorted(self.images)})")
             if bool(pool.accelerator_type) != bool(pool.accelerator_count):
                 raise ValueError(f"pools.{name}: accelerator_type and accelerator_count go together")
+        bad = [name for name in self.env if not _ENV_NAME.match(name)]
+        if bad:
+            raise ValueError(f"env: not environment variable names: {bad}")
         return self
 
     def pool_for(self, step: str) -> Pool:
@@ -145,7 +149,7 @@ def place(task, profile: ClusterProfile, step: str):
     """Apply everything the profile says about ``step`` to a KFP task.
 
     Pool (selector, tolerations, accelerators, requests/limits, shm), image,
-    PVC mounts, Secret-backed env vars, retries on preemptible pools, caching
+    PVC mounts, plain and Secret-backed env vars, retries on preemptible pools, caching
     and the non-root security context.
     """
     from kfp import kubernetes
@@ -177,6 +181,8 @@ def place(task, profile: ClusterProfile, step: str):
     for volume in profile.volumes:
         if _applies(volume.steps, step):
             kubernetes.mount_pvc(task, pvc_name=volume.claim, mount_path=volume.mount_path)
+    for name, value in sorted(profile.env.items()):
+        task.set_env_variable(name, value)
     for secret in profile.secrets:
         if _applies(secret.steps, step):
             kubernetes.use_secret_as_env(task, secret_name=secret.secret, secret_key_to_env=secret.env, optional=secret.optional)

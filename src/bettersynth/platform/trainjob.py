@@ -1,4 +1,4 @@
-"""Multi-node training specs: a Kubeflow Trainer ``TrainJob`` or a Training Operator ``PyTorchJob``.
+"""Multi-node training specs: a Kubeflow Trainer ``TrainJob`` (and the runtime it uses) or a ``PyTorchJob``.
 
 Why: past one node, a pipeline step cannot train in its own pod; it submits a
 job that the cluster's training operator runs as N pods x G GPUs under
@@ -8,12 +8,21 @@ so a config that trains on one node scales without edits, and the generated
 manifest is plain data that tests can read. The pods land where the cluster
 profile puts the ``train`` step (node selector, tolerations, PVCs, Secrets).
 
+Kubeflow Trainer: v2.2 and v2.3 are supported. Placement reaches the pods
+through ``spec.runtimePatches`` (v2.2 removed ``podTemplateOverrides``; an API
+server prunes an unknown field silently, so an older or newer schema is
+refused by ``train.launch.check_trainer_crd`` instead of losing the node pool). The
+``ClusterTrainingRuntime`` the jobs refer to is ours (``runtime_manifest``,
+shipped as ``k8s/runtimes/``): torchrun on the ``node`` job, Pod Security
+``restricted`` contexts and a bounded number of restarts.
+
 Example::
 
     command = torchrun_command("TrainJob", 2, 8, ["-m", "bettersynth.train.worker", "/mnt/shared/job/spec.json"])
     job = MultiNodeJob(name="mgm-align-seed0", image="registry/bettersynth:0.1.0", num_nodes=2, gpus_per_node=8,
                        command=command, volumes=[PvcVolume(claim="bettersynth-shared", mount_path="/mnt/shared")])
     manifest = MANIFESTS["trainjob"](job, defaults_for("align"))  # kubectl apply -f, or the Kubernetes API:
+    runtime = runtime_manifest()                                   # the ClusterTrainingRuntime it names
     submit_and_wait(manifest, timeout_s=24 * 3600)  # bettersynth.train.launch: create, poll, delete on cancel
 """
 
@@ -27,11 +36,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bettersynth.platform.placement import PRIORITY_LABEL, ClusterProfile
 from bettersynth.train.config import StageConfig
+from bettersynth.train.launch import check_trainer_crd  # noqa: F401 - re-exported with the manifests
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 TRAINJOB_API = "trainer.kubeflow.org/v1alpha1"
 PYTORCHJOB_API = "kubeflow.org/v1"
 TRAINJOB_CONTAINER = "node"  # the trainer container (and replicated job) of Trainer's torch runtimes
+RUNTIME_NAME = "bettersynth-torch"  # the ClusterTrainingRuntime bettersynth ships (k8s/runtimes/)
+PATCH_MANAGER = "bettersynth.io/placement"  # owner of our entry in a TrainJob's runtimePatches
+# The label by which Trainer applies a TrainJob's `trainer` fields (image, command, resources, env) to a job.
+ANCESTOR_LABEL = {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}
 PYTORCHJOB_CONTAINER = "pytorch"  # the operator looks for this container name
 
 # How torchrun finds its peers. Trainer v2 sets PET_NNODES/PET_NODE_RANK/PET_MASTER_ADDR/PET_MASTER_PORT,
@@ -77,7 +91,8 @@ class MultiNodeJob(BaseModel):
     memory: str | None = None  # memory request per pod, e.g. "256Gi"
     env: dict[str, str] = Field(default_factory=dict)  # extra environment (e.g. NCCL settings, MLFLOW_RUN_ID)
     secret_env: list[SecretEnvVar] = Field(default_factory=list)  # Secret-backed environment (MLflow, S3 keys)
-    runtime: str = "torch-distributed"  # ClusterTrainingRuntime a TrainJob refers to
+    runtime: str = RUNTIME_NAME  # ClusterTrainingRuntime a TrainJob refers to
+    active_deadline_s: int | None = Field(None, gt=0)  # TrainJob: fail (DeadlineExceeded) after this long
     node_selector: dict[str, str] = Field(default_factory=dict)  # node labels of the GPU pool
     tolerations: list[dict[str, Any]] = Field(default_factory=list)  # taints of the GPU pool (k8s Toleration objects)
     volumes: list[PvcVolume] = Field(default_factory=list)  # PVCs mounted in every pod (shared checkpoints, data)
@@ -111,8 +126,8 @@ def placement_fields(profile: ClusterProfile, step: str = "train", pool_name: st
     """The ``MultiNodeJob`` fields the cluster profile implies for ``step`` (in pool ``pool_name``, if given).
 
     The job's pods go where the step's pod would: same node selector,
-    tolerations, accelerator resource, /dev/shm, image, pull secrets, PVCs and
-    Secret-backed environment. Requests stay the job's own (a pool's are sized
+    tolerations, accelerator resource, /dev/shm, image, pull secrets, PVCs,
+    plain and Secret-backed environment. Requests stay the job's own (a pool's are sized
     for one step pod, not a whole node). ``pool_name`` lets the waiting step
     sit on a CPU pool while the job takes the GPU pool.
     """
@@ -129,6 +144,7 @@ def placement_fields(profile: ClusterProfile, step: str = "train", pool_name: st
         "secret_env": [SecretEnvVar(name=env, secret=s.secret, key=key, optional=s.optional)
                        for s in profile.secrets if s.steps is None or step in s.steps for key, env in s.env.items()],
         "pod_labels": {PRIORITY_LABEL: pool.priority_class} if pool.priority_class else {},
+        "env": dict(profile.env),  # e.g. MLFLOW_TRACKING_URI: the pods log where the steps do
     }
     if pool.accelerator_type:
         fields["gpu_resource"] = pool.accelerator_type
@@ -204,9 +220,9 @@ def _pod_spec(job: MultiNodeJob) -> dict[str, Any]:
 def trainjob_manifest(job: MultiNodeJob, stage: StageConfig) -> dict[str, Any]:
     """A Kubeflow Trainer v2 ``TrainJob`` running ``job.command`` on N nodes x G processes.
 
-    Placement and volumes go through ``podTemplateOverrides`` (Trainer >= 2.1)
-    on the runtime's ``node`` job; environment, including Secret references,
-    through ``trainer.env`` (the API refuses env overrides of that container).
+    Placement and volumes go through ``runtimePatches`` (Trainer >= 2.2) on
+    the runtime's ``node`` job; environment, including Secret references,
+    through ``trainer.env`` (the API refuses env patches of that container).
     """
     stage = check_world_size(job, stage)
     spec: dict[str, Any] = {
@@ -220,20 +236,66 @@ def trainjob_manifest(job: MultiNodeJob, stage: StageConfig) -> dict[str, Any]:
             "env": _env(job, stage),
         },
     }
+    if job.active_deadline_s:
+        spec["activeDeadlineSeconds"] = job.active_deadline_s
     pod = _pod_spec(job)
     _, mounts = _volumes(job)
     if mounts:
         pod["containers"] = [{"name": TRAINJOB_CONTAINER, "volumeMounts": mounts}]
     if pod or job.pod_labels:
-        override: dict[str, Any] = {"targetJobs": [{"name": TRAINJOB_CONTAINER}], "spec": pod}
+        template: dict[str, Any] = {"spec": pod} if pod else {}
         if job.pod_labels:
-            override["metadata"] = {"labels": dict(job.pod_labels)}
-        spec["podTemplateOverrides"] = [override]
+            template["metadata"] = {"labels": dict(job.pod_labels)}
+        node = {"name": TRAINJOB_CONTAINER, "template": {"spec": {"template": template}}}
+        spec["runtimePatches"] = [{"manager": PATCH_MANAGER,
+                                   "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [node]}}}}]
     return {
         "apiVersion": TRAINJOB_API,
         "kind": "TrainJob",
         "metadata": {"name": job.name, "namespace": job.namespace, "labels": _labels(job, stage)},
         "spec": spec,
+    }
+
+
+def runtime_manifest(name: str = RUNTIME_NAME, image: str = "bettersynth-gpu:0.1.0", max_restarts: int = 3,
+                     run_as_user: int = 1000, run_as_group: int = 1000) -> dict[str, Any]:
+    """The ``ClusterTrainingRuntime`` our TrainJobs refer to: torchrun on one ``node`` job per TrainJob.
+
+    Why our own: the upstream ``torch-distributed`` runtime runs as root with
+    no security context, which a namespace under Pod Security ``restricted``
+    refuses, and restarts without a bound. Here every pod is non-root with
+    seccomp and no capabilities; a failed pod fails its Job at once
+    (``backoffLimit: 0``) and the JobSet restarts the whole gang at most
+    ``max_restarts`` times (training resumes from its checkpoints), then the
+    TrainJob fails with the operator's reason. ``image`` is only a default:
+    each TrainJob sets its own.
+    """
+    pod_security = {"runAsNonRoot": True, "runAsUser": run_as_user, "runAsGroup": run_as_group,
+                    "fsGroup": run_as_group, "seccompProfile": {"type": "RuntimeDefault"}}
+    container_security = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                          "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    node = {
+        "name": TRAINJOB_CONTAINER,
+        "template": {
+            "metadata": {"labels": dict(ANCESTOR_LABEL)},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {"spec": {
+                    "securityContext": pod_security,
+                    "containers": [{"name": TRAINJOB_CONTAINER, "image": image, "securityContext": container_security}],
+                }},
+            },
+        },
+    }
+    return {
+        "apiVersion": TRAINJOB_API,
+        "kind": "ClusterTrainingRuntime",
+        "metadata": {"name": name, "labels": {"trainer.kubeflow.org/framework": "torch",
+                                              "app.kubernetes.io/part-of": "bettersynth"}},
+        "spec": {
+            "mlPolicy": {"numNodes": 1, "torch": {}},
+            "template": {"spec": {"failurePolicy": {"maxRestarts": max_restarts}, "replicatedJobs": [node]}},
+        },
     }
 
 
@@ -299,7 +361,7 @@ class MultiNodeSettings(BaseModel):
     shared_mount: str = "/mnt/shared"  # where the train step's pod and the job's pods mount `shared_pvc`
     image: str | None = None  # training image; None: the profile's image for the train step, else $BETTERSYNTH_IMAGE
     namespace: str | None = None  # None: the train step's own namespace
-    runtime: str = "torch-distributed"  # ClusterTrainingRuntime of a TrainJob
+    runtime: str = RUNTIME_NAME  # ClusterTrainingRuntime of a TrainJob (k8s/runtimes/ ships it)
     profile: str | None = None  # cluster profile YAML (relative to this file) whose train pool the pods use
     profile_step: str = "train"  # the step name whose pool, PVCs and Secrets the pods get
     pool: str | None = None  # a profile pool for the pods instead of profile_step's (e.g. the step waits on cpu)
@@ -308,6 +370,7 @@ class MultiNodeSettings(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)  # extra environment, e.g. {NCCL_DEBUG: WARN}
     backoff_limit: int = Field(3, ge=0)  # PyTorchJob: pod restarts before the job fails (resumes from checkpoints)
     timeout_s: float = Field(7 * 24 * 3600, gt=0)  # give up (and delete the job) after this long
+    start_timeout_s: float = Field(3600, gt=0)  # fail (and delete the job) when no pod runs by then: quota, GPUs
     poll_s: float = Field(30.0, gt=0)  # seconds between status checks
     keep_workdir: bool = False  # keep the job and its folder on the PVC after a success (debugging)
 

@@ -47,11 +47,19 @@ from bettersynth.platform.trainjob import (
     MultiNodeJob,
     PvcVolume,
     placement_fields,
+    runtime_manifest,
     torchrun_command,
 )
 from bettersynth.steps.train_plan import StageCall, TrainPlan
 from bettersynth.train.checkpoint import latest_checkpoint
-from bettersynth.train.launch import JobFailed, current_namespace, delete_job, submit_and_wait
+from bettersynth.train.launch import (
+    JobFailed,
+    check_runtime_installed,
+    check_trainer_release,
+    current_namespace,
+    delete_job,
+    submit_and_wait,
+)
 from bettersynth.train.trainer import TrainResult
 from bettersynth.train.worker import SPEC_FILE, StageRun, WorkerSpec, write_atomic
 
@@ -64,13 +72,14 @@ LOCAL_TRACKING_SCHEMES = ("sqlite", "file", "")  # stores only the step's own po
 class RemoteRunner:
     """Train ``StageCall``s as one multi-node job (see the module docstring)."""
 
-    def __init__(self, plan: TrainPlan, plan_path: Path, label: str, dataset_hash: str, api: Any = None) -> None:
+    def __init__(self, plan: TrainPlan, plan_path: Path, label: str, dataset_hash: str, api: Any = None,
+                 profile: Path | None = None) -> None:
         if plan.multinode is None:
             raise ValueError("multinode: the plan has no multinode section")
         self.plan, self.settings, self.api = plan, plan.multinode, api
         self.plan_path, self.label, self.dataset_hash = Path(plan_path), label, dataset_hash
         self.shared = Path(self.settings.shared_mount)
-        self.fields = self._placement()
+        self.fields = self._placement(profile)
 
     # -- the job ---------------------------------------------------------------
     def job_name(self, calls: list[StageCall]) -> str:
@@ -93,7 +102,8 @@ class RemoteRunner:
             "name": name, "namespace": s.namespace or current_namespace(), "image": image,
             "command": torchrun_command(KIND_NAMES[s.kind], s.num_nodes, s.gpus_per_node, ["-m", WORKER_MODULE, spec]),
             "num_nodes": s.num_nodes, "gpus_per_node": s.gpus_per_node, "cpu": s.cpu, "memory": s.memory,
-            "env": env | s.env, "runtime": s.runtime, "backoff_limit": s.backoff_limit, "volumes": volumes,
+            "env": self.fields.get("env", {}) | env | s.env, "runtime": s.runtime, "backoff_limit": s.backoff_limit,
+            "volumes": volumes, "active_deadline_s": int(s.timeout_s),
         })
 
     def manifest(self, calls: list[StageCall], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -104,9 +114,16 @@ class RemoteRunner:
         return manifests[-1]
 
     # -- a run -------------------------------------------------------------------
+    def runtime(self) -> dict[str, Any] | None:
+        """The ClusterTrainingRuntime a TrainJob refers to (None for a PyTorchJob); k8s/runtimes/ ships it."""
+        return runtime_manifest(self.settings.runtime) if self.settings.kind == "trainjob" else None
+
     def __call__(self, calls: list[StageCall]) -> list[TrainResult]:
         self._check_shared_mount()
         manifest = self.manifest(calls, mlflow_env())
+        if manifest["kind"] == "TrainJob":  # before anything is copied: a job the cluster would mangle or ignore
+            check_trainer_release(self.api)
+            check_runtime_installed(self.settings.runtime, self.api)
         workdir = self.shared / "bettersynth" / "jobs" / manifest["metadata"]["name"]
         spec = self.write_spec(calls, workdir)
         s = self.settings
@@ -116,7 +133,7 @@ class RemoteRunner:
             mlflow.set_tags({"multinode.job": f"{manifest['kind']}/{manifest['metadata']['name']}",
                              "multinode.workdir": str(workdir)})
         try:
-            submit_and_wait(manifest, self.api, timeout_s=s.timeout_s, poll_s=s.poll_s)
+            submit_and_wait(manifest, self.api, timeout_s=s.timeout_s, poll_s=s.poll_s, start_timeout_s=s.start_timeout_s)
         except JobFailed as exc:
             try:
                 self._replay(calls, spec)  # the curve up to the failure, in MLflow
@@ -192,11 +209,11 @@ class RemoteRunner:
             return resolved
         return stage_copy(resolved, self.shared / "bettersynth" / "inputs")
 
-    def _placement(self) -> dict[str, Any]:
-        if not self.settings.profile:
+    def _placement(self, profile: Path | None) -> dict[str, Any]:
+        if profile is None and not self.settings.profile:
             return {}
-        profile_path = Path(self.settings.profile)
-        if not profile_path.is_absolute():
+        profile_path = Path(profile or self.settings.profile)
+        if profile is None and not profile_path.is_absolute():
             profile_path = self.plan_path.parent / profile_path
         return placement_fields(load_profile(profile_path), self.settings.profile_step, self.settings.pool)
 
@@ -205,6 +222,23 @@ class RemoteRunner:
         if not self.shared.is_dir():
             raise ValueError(f"multinode.shared_mount: {s.shared_mount} is not mounted in this pod; mount PVC "
                              f"{s.shared_pvc!r} there in the train step (cluster profile `volumes`)")
+
+
+def review_objects(plan_path: Path, profile: Path | None = None, stage: str = "align", seed: int = 0,
+                   namespace: str | None = None, dataset_hash: str = "review") -> list[dict[str, Any]]:
+    """The objects a train step with this plan submits for ``stage`` (the job, then its runtime), for review.
+
+    The same builder as the step's, so ``kubectl apply`` of these is what the
+    pipeline would run; only the job name differs (a run's name digests its inputs).
+    """
+    plan = TrainPlan.load(plan_path)
+    runner = RemoteRunner(plan, plan_path, f"{stage}-s{seed}", dataset_hash, profile=profile)
+    if namespace:
+        runner.settings = runner.settings.model_copy(update={"namespace": namespace})
+    job = runner.job(runner.job_name([]), {})
+    objects = [MANIFESTS[runner.settings.kind](job, plan.stage(stage, seed))]
+    runtime = runner.runtime()
+    return objects + ([runtime] if runtime else [])
 
 
 def mlflow_env() -> dict[str, str]:

@@ -6,7 +6,10 @@ return when the job completes, fail with the operator's reason when it fails,
 give up after a deadline, and not leave GPU pods running when the step is
 cancelled (KFP sends SIGTERM) or times out. The job's own outcome is read from
 its status conditions (``Complete``/``Failed`` for Trainer v2,
-``Succeeded``/``Failed`` for the Training Operator). A retried step finds its
+``Succeeded``/``Failed`` for the Training Operator). A job whose pods never
+all run (no GPUs free, a quota, an image that cannot be pulled) is deleted
+after ``start_timeout_s`` with what the operator last said, instead of
+holding its place for the whole training deadline. A retried step finds its
 job already there (HTTP 409) and waits for it instead of starting a second one.
 
 Example::
@@ -22,6 +25,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,6 +33,8 @@ from typing import Any, Iterator
 logger = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+TRAINJOB_VERSION = "v1alpha1"
+SUPPORTED_TRAINER = "Kubeflow Trainer v2.2-v2.3 (TrainJob v1alpha1 with spec.runtimePatches)"
 
 
 @dataclass(frozen=True)
@@ -40,11 +46,21 @@ class JobKind:
     plural: str
     succeeded: str  # condition type that means success
     failed: str  # condition type that means failure
+    started: Callable[[dict[str, Any]], bool]  # from the status: every pod of the gang ran at least once
+
+
+def _trainjob_started(status: dict[str, Any]) -> bool:
+    """A child Job of the TrainJob's JobSet had all its pods ready (or finished)."""
+    return any((j.get("ready") or 0) + (j.get("succeeded") or 0) > 0 for j in status.get("jobsStatus") or [])
+
+
+def _pytorchjob_started(status: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Running" and str(c.get("status")) == "True" for c in status.get("conditions") or [])
 
 
 JOB_KINDS: dict[str, JobKind] = {
-    "TrainJob": JobKind("trainer.kubeflow.org", "v1alpha1", "trainjobs", "Complete", "Failed"),
-    "PyTorchJob": JobKind("kubeflow.org", "v1", "pytorchjobs", "Succeeded", "Failed"),
+    "TrainJob": JobKind("trainer.kubeflow.org", TRAINJOB_VERSION, "trainjobs", "Complete", "Failed", _trainjob_started),
+    "PyTorchJob": JobKind("kubeflow.org", "v1", "pytorchjobs", "Succeeded", "Failed", _pytorchjob_started),
 }
 
 
@@ -94,12 +110,14 @@ def submit_and_wait(
     timeout_s: float = 7 * 24 * 3600,
     poll_s: float = 30.0,
     max_api_errors: int = 5,
+    start_timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Create ``manifest`` (or adopt the existing job of that name) and poll until it ends; return the final object.
 
-    Raises ``JobFailed`` (job kept, for its logs), ``JobTimeout`` and
-    ``JobCancelled`` (job deleted), or ``RuntimeError`` naming the job for API
-    errors (after ``max_api_errors`` consecutive ones while polling).
+    Raises ``JobFailed`` (job kept, for its logs), ``JobTimeout`` (also when
+    it has not started within ``start_timeout_s``) and ``JobCancelled`` (job
+    deleted), or ``RuntimeError`` naming the job for API errors (after
+    ``max_api_errors`` consecutive ones while polling).
     """
     from kubernetes.client.exceptions import ApiException
 
@@ -120,6 +138,7 @@ def submit_and_wait(
         logger.info("%s exists (a retried step): waiting for it", where)
 
     deadline = time.monotonic() + timeout_s
+    start_deadline = None if start_timeout_s is None else time.monotonic() + start_timeout_s
     errors = 0
     with _sigterm_raises():
         try:
@@ -141,13 +160,84 @@ def submit_and_wait(
                     return obj
                 if outcome == "failed":
                     raise JobFailed(f"{where} failed: {message or 'no reason given'}")
+                if start_deadline is not None and obj and kind.started(obj.get("status") or {}):
+                    start_deadline = None
+                if start_deadline is not None and time.monotonic() >= start_deadline:
+                    _delete(api, path, name, where)
+                    raise JobTimeout(f"{where} had not started within {start_timeout_s:g} s (pods pending: GPUs, "
+                                     f"quota or image?); deleted it. Last status: {_last_words(obj)}")
                 if time.monotonic() >= deadline:
                     _delete(api, path, name, where)
                     raise JobTimeout(f"{where} did not finish within {timeout_s:g} s; deleted it")
-                time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+                next_check = deadline if start_deadline is None else min(deadline, start_deadline)
+                time.sleep(min(poll_s, max(0.0, next_check - time.monotonic())))
         except JobCancelled:
             _delete(api, path, name, where)
             raise JobCancelled(f"{where}: the step was cancelled; deleted the job") from None
+
+
+def _last_words(obj: dict[str, Any]) -> str:
+    """What the operator last said about a job: its conditions' reasons and messages."""
+    said = [f"{c.get('type')}={c.get('status')} {c.get('reason', '')}: {c.get('message', '')}".strip(": ")
+            for c in (obj.get("status") or {}).get("conditions") or []]
+    return "; ".join(said) or "no conditions reported"
+
+
+def check_trainer_crd(crd: dict[str, Any]) -> None:
+    """Refuse a TrainJob CRD (as the cluster serves it) whose schema our manifests do not fit.
+
+    Why the schema, not a version label: what matters is whether the API
+    server keeps ``spec.runtimePatches``; it prunes unknown fields silently.
+    """
+    versions = {v.get("name"): v for v in (crd.get("spec") or {}).get("versions") or []}
+    served = versions.get(TRAINJOB_VERSION)
+    if served is None:
+        raise ValueError(f"the cluster's TrainJob CRD serves {sorted(versions)}, "
+                         f"not trainer.kubeflow.org/{TRAINJOB_VERSION}; "
+                         f"bettersynth supports {SUPPORTED_TRAINER}")
+    spec = served["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    if "runtimePatches" not in spec:
+        found = "podTemplateOverrides (Trainer before v2.2)" if "podTemplateOverrides" in spec else "neither placement field"
+        raise ValueError(f"the cluster's Kubeflow Trainer has {found}, not spec.runtimePatches: the job pods would "
+                         f"lose their node pool, volumes and Secrets. bettersynth supports {SUPPORTED_TRAINER}; "
+                         "upgrade Trainer, or use multinode.kind: pytorchjob")
+
+
+def check_trainer_release(api: Any = None) -> None:
+    """Refuse a cluster whose Kubeflow Trainer our TrainJobs do not fit (see ``check_trainer_crd``).
+
+    Reads the TrainJob CRD the API server serves; needs ``get`` on
+    customresourcedefinitions (a ClusterRole: see README "On a cluster").
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    api = api or custom_objects_api()
+    try:
+        crd = api.api_client.call_api(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", "GET",
+            {"name": "trainjobs.trainer.kubeflow.org"}, response_type="object", auth_settings=["BearerToken"],
+            _return_http_data_only=True)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise RuntimeError(f"Kubeflow Trainer is not installed (no TrainJob CRD); bettersynth supports "
+                               f"{SUPPORTED_TRAINER}, or set multinode.kind: pytorchjob") from None
+        raise RuntimeError(f"cannot read the TrainJob CRD: HTTP {exc.status} {exc.reason}: {_body(exc)}") from None
+    check_trainer_crd(crd)
+
+
+def check_runtime_installed(name: str, api: Any = None) -> None:
+    """Refuse to submit a TrainJob whose ClusterTrainingRuntime is missing (it would wait, never start)."""
+    from kubernetes.client.exceptions import ApiException
+
+    api = api or custom_objects_api()
+    try:
+        api.get_cluster_custom_object("trainer.kubeflow.org", TRAINJOB_VERSION, "clustertrainingruntimes", name)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise RuntimeError(f"ClusterTrainingRuntime {name!r} is not installed: apply k8s/runtimes/ "
+                               "(`kubectl apply -k k8s/runtimes`), or print it with `bettersynth trainjob`") from None
+        raise RuntimeError(f"cannot read ClusterTrainingRuntime {name!r}: HTTP {exc.status} {exc.reason}: "
+                           f"{_body(exc)}") from None
 
 
 def delete_job(manifest: dict[str, Any], api: Any = None) -> None:
