@@ -210,3 +210,23 @@ def test_profile_errors_name_the_field(tmp_path, edit, field):
     bad.write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         load_profile(bad)
+
+
+@pytest.mark.parametrize("pipeline", ["production", "data_centric_loop", "sharded_eval"])
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_step_knows_where_mlflow_is_and_which_kfp_run_it_belongs_to(tmp_path, pipeline, profile):
+    """Without KFP's MLflow plugin a step has only the profile's env: the tracking URI and its KFP run id."""
+    from bettersynth.platform.submit import compile_package
+    from bettersynth.tracking.runs import KFP_RUN_ENV
+
+    raw = yaml.safe_load(open(f"k8s/profiles/{profile}.yaml"))
+    assert raw["env"]["MLFLOW_TRACKING_URI"].startswith("http://bettersynth-mlflow.")
+    pipeline_spec, platform_spec = yaml.safe_load_all(
+        compile_package(pipeline, f"k8s/profiles/{profile}.yaml", tmp_path / "p.yaml").read_text())
+    k8s = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    containers = {n: e["container"] for n, e in pipeline_spec["deploymentSpec"]["executors"].items() if "container" in e}
+    assert len(containers) >= 2  # importers run no container of ours
+    for name, container in containers.items():
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        assert {k: env.get(k) for k in raw["env"]} == raw["env"], name
+        assert {"name": KFP_RUN_ENV, "fieldPath": "metadata.labels['pipeline/runid']"} in k8s[name]["fieldPathAsEnv"]

@@ -21,8 +21,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bettersynth.tracking.runs import KFP_RUN_ENV
+
 # KFP's SDK cannot set priorityClassName; an admission policy reads this label instead.
 PRIORITY_LABEL = "bettersynth.io/priority-class"
+# The label KFP's backend puts on every task pod: the KFP run it belongs to (its launcher reads it too).
+KFP_RUN_LABEL = "pipeline/runid"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -183,6 +187,8 @@ def place(task, profile: ClusterProfile, step: str):
             kubernetes.mount_pvc(task, pvc_name=volume.claim, mount_path=volume.mount_path)
     for name, value in sorted(profile.env.items()):
         task.set_env_variable(name, value)
+    # which KFP run the step belongs to, so steps share one MLflow parent run without KFP's MLflow plugin
+    kubernetes.use_field_path_as_env(task, env_name=KFP_RUN_ENV, field_path=f"metadata.labels['{KFP_RUN_LABEL}']")
     for secret in profile.secrets:
         if _applies(secret.steps, step):
             kubernetes.use_secret_as_env(task, secret_name=secret.secret, secret_key_to_env=secret.env, optional=secret.optional)

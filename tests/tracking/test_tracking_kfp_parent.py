@@ -1,0 +1,42 @@
+"""Steps on a cluster without KFP's MLflow plugin share one parent run per KFP run, even when they start at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from mlflow import MlflowClient
+
+from bettersynth.tracking.runs import KFP_RUN_ENV, KFP_RUN_TAG
+
+STEP = """
+import sys
+from bettersynth.tracking.runs import step_run
+with step_run(sys.argv[1]) as run:
+    print("RUN", run.info.run_id)
+"""
+
+
+def _steps_at_once(url: str, kfp_run: str, names: list[str]) -> list[str]:
+    """Start one process per step, all at once, with the env a step pod gets from the cluster profile."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BETTERSYNTH_"))}
+    env |= {"MLFLOW_TRACKING_URI": url, "MLFLOW_EXPERIMENT_NAME": "cluster-rehearsal", KFP_RUN_ENV: kfp_run}
+    processes = [subprocess.Popen([sys.executable, "-c", STEP, name], env=env, stdout=subprocess.PIPE, text=True)
+                 for name in names]
+    outputs = [p.communicate(timeout=120)[0] for p in processes]
+    assert all(p.returncode == 0 for p in processes)
+    return [line.split()[1] for out in outputs for line in out.splitlines() if line.startswith("RUN ")]
+
+
+def test_parallel_steps_of_one_kfp_run_nest_under_one_parent(sqlite_server):
+    steps = _steps_at_once(sqlite_server, "3f9c1a2b-run-a", [f"filter-shard{i}" for i in range(4)])
+    other = _steps_at_once(sqlite_server, "77aa01cd-run-b", ["filter-shard0"])
+    client = MlflowClient(sqlite_server)
+    experiment = client.get_experiment_by_name("cluster-rehearsal")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    [parent] = client.search_runs([experiment.experiment_id], f"tags.`{KFP_RUN_TAG}` = '3f9c1a2b-run-a'")
+    assert parent.info.run_name == "kfp run 3f9c1a2b"
+    assert {client.get_run(r).data.tags["mlflow.parentRunId"] for r in steps} == {parent.info.run_id}
+    [other_parent] = client.search_runs([experiment.experiment_id], f"tags.`{KFP_RUN_TAG}` = '77aa01cd-run-b'")
+    assert client.get_run(other[0]).data.tags["mlflow.parentRunId"] == other_parent.info.run_id != parent.info.run_id
