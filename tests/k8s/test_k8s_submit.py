@@ -147,3 +147,21 @@ def test_cli_compiles_submits_and_prints_the_url(kfp_endpoint, tmp_path, capsys)
     run = next(body for method, path, body in calls if method == "POST" and path.endswith("/runs"))
     assert run["pipeline_spec"]["pipeline_spec"] == next(yaml.safe_load_all(kept.read_text()))
     assert "gke-spot" in json.dumps(run["pipeline_spec"]["platform_spec"])
+
+
+def test_imported_inputs_must_be_object_store_uris(tmp_path, kfp_endpoint):
+    """The backend imports artifacts from object stores only: a PVC path fed to an importer is refused before submit."""
+    from bettersynth.platform.submit import check_importer_uris, imported_parameters
+
+    host, calls = kfp_endpoint
+    loop = compile_package("data_centric_loop", "k8s/profiles/gke.yaml", tmp_path / "loop.yaml")
+    evaluation = compile_package("sharded_eval", "k8s/profiles/gke.yaml", tmp_path / "eval.yaml")
+    assert imported_parameters(loop) == ["seed_dataset"] and imported_parameters(evaluation) == ["model_dir"]
+    with pytest.raises(ValueError, match=r"parameter 'seed_dataset' is imported as an artifact.*got '/mnt/data/seed'"):
+        submit(loop, dict(REQUIRED), SubmitSettings(host=host, experiment="x"))
+    assert calls == []  # nothing reached the cluster
+    check_importer_uris(loop, REQUIRED | {"seed_dataset": "s3://team-data/seed/v3"})
+    with pytest.raises(ValueError, match="'model_dir'"):
+        check_importer_uris(evaluation, {"model_dir": "/mnt/models/soup"})
+    check_importer_uris(evaluation, {"model_dir": "gs://team-models/soup"})
+    assert imported_parameters(compile_package("production", "k8s/profiles/gke.yaml", tmp_path / "p.yaml")) == []

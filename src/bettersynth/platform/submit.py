@@ -26,6 +26,8 @@ import yaml
 log = logging.getLogger(__name__)
 
 TERMINAL_STATES = ("succeeded", "failed", "skipped", "error", "canceled")
+# What KFP's backend launcher can import an artifact from; a path on a volume it cannot.
+OBJECT_STORE_SCHEMES = ("s3://", "gs://", "minio://")
 
 
 @dataclass
@@ -116,6 +118,7 @@ def compile_package(
     if "soup_methods" in takes:  # the sharded-eval pipeline has no soups
         options["soup_methods"] = tuple(soup_methods)
     compiler.Compiler().compile(module.build_pipeline(load_profile(profile), **options), str(output))
+    check_importer_uris(Path(output), {})  # defaults only: the run's values are checked at submit
     return Path(output)
 
 
@@ -123,6 +126,40 @@ def pipeline_inputs(package: Path) -> dict[str, dict[str, Any]]:
     """The root parameters a compiled package declares: name -> its IR definition."""
     documents = list(yaml.safe_load_all(Path(package).read_text(encoding="utf-8")))
     return documents[0].get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+
+
+def imported_parameters(package: Path) -> list[str]:
+    """The root parameters that feed a ``dsl.importer`` (their value becomes an artifact's URI)."""
+    spec = next(yaml.safe_load_all(Path(package).read_text(encoding="utf-8")))
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    importers = {name: executor["importer"]["artifactUri"].get("runtimeParameter")
+                 for name, executor in executors.items() if "importer" in executor}
+    found = []
+    for task in spec.get("root", {}).get("dag", {}).get("tasks", {}).values():
+        component = spec.get("components", {}).get(task.get("componentRef", {}).get("name"), {})
+        uri_input = importers.get(component.get("executorLabel"))
+        source = task.get("inputs", {}).get("parameters", {}).get(uri_input or "", {}).get("componentInputParameter")
+        if source:
+            found.append(source)
+    return sorted(set(found))
+
+
+def check_importer_uris(package: Path, arguments: dict[str, Any]) -> None:
+    """Raise ValueError naming each imported parameter whose value (or default) is not an object-store URI.
+
+    Why: the backend downloads an imported artifact from its URI; a PVC path
+    fails only in the pod, minutes later. Locally (``kfp.local``) a path is fine.
+    """
+    declared = pipeline_inputs(package)
+    problems = []
+    for name in imported_parameters(package):
+        value = arguments.get(name, declared.get(name, {}).get("defaultValue"))
+        if value is not None and not str(value).startswith(OBJECT_STORE_SCHEMES):
+            problems.append(f"parameter {name!r} is imported as an artifact, and KFP's backend imports only "
+                            f"object-store URIs ({', '.join(OBJECT_STORE_SCHEMES)}); got {value!r}. Upload it and "
+                            "pass its URI, or use the production pipeline, which reads PVC paths as plain parameters")
+    if problems:
+        raise ValueError(f"{package}: " + "; ".join(problems))
 
 
 def check_arguments(package: Path, arguments: dict[str, Any]) -> None:
@@ -158,6 +195,7 @@ def submit(package: Path, arguments: dict[str, Any], settings: SubmitSettings, w
            client=None) -> SubmitResult:
     """Submit the compiled ``package`` with ``arguments``; wait for a final state when ``wait_timeout`` is set."""
     check_arguments(package, arguments)
+    check_importer_uris(package, arguments)
     client = client or make_client(settings)
     result = client.create_run_from_pipeline_package(
         str(package), arguments=arguments, run_name=settings.run_name, experiment_name=settings.experiment,
