@@ -75,7 +75,7 @@ def run_quickstart(config: QuickstartConfig) -> RunSummary:
     mlflow.set_tracking_uri(tracking_uri)
     experiment_id = ensure_experiment(config.experiment, workspace / "mlruns")
     pipeline = load_pipeline_module().build_pipeline(
-        load_profile(repo / config.profile), config.soup_methods, eval_shards=config.eval_shards
+        load_profile(repo / config.profile).for_local_run(), config.soup_methods, eval_shards=config.eval_shards
     )
     arguments = dict(
         workspace=str(workspace),

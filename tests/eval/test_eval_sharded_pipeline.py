@@ -17,7 +17,7 @@ PROFILE = "k8s/profiles/generic.yaml"
 def _compile(tmp_path: Path, num_shards: int, parallelism: int | None):
     from kfp import compiler
 
-    pipeline = load_pipeline_module("sharded_eval").build_pipeline(load_profile(PROFILE), num_shards, parallelism)
+    pipeline = load_pipeline_module("sharded_eval").build_pipeline(load_profile(PROFILE).for_local_run(), num_shards, parallelism)
     out = tmp_path / "sharded_eval.yaml"
     compiler.Compiler().compile(pipeline, str(out))
     return list(yaml.safe_load_all(out.read_text()))
@@ -59,7 +59,7 @@ def test_eval_sharded_pipeline_runs_locally(tmp_path: Path, small_world, pico_mo
     model_dir = pico_models / "llava-base"
     root = tmp_path / "local_outputs"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    pipeline = load_pipeline_module("sharded_eval").build_pipeline(load_profile(PROFILE), num_shards=2)
+    pipeline = load_pipeline_module("sharded_eval").build_pipeline(load_profile(PROFILE).for_local_run(), num_shards=2)
     pipeline(model_dir=str(model_dir), textvqa_dir=str(small_world.textvqa.folder),
              mmbench_tsv=str(small_world.mmbench_tsv), label="tiny", batch_size=4, max_new_tokens=4)
     merged = [p for p in root.rglob("predictions") if p.parent.name == "merge-eval"]

@@ -28,7 +28,8 @@ def test_sharded_pipeline_merges_to_the_unsharded_output(small_world, pico_model
     seed = small_world.seed_jsonl.parent
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "outputs"))
-    pipeline = load_pipeline_module("production").build_data_pipeline(load_profile("k8s/profiles/generic.yaml"), parallelism=2)
+    pipeline = load_pipeline_module("production").build_data_pipeline(
+        load_profile("k8s/profiles/generic.yaml").for_local_run(), parallelism=2)
     task = pipeline(seed_dataset=str(seed), filter_recipe=str(FILTER), caption_recipe=str(CAPTION),
                     model_root=str(pico_models), num_shards=2, caption_fraction=0.3)
     merged = Path(task.output.path)

@@ -6,6 +6,7 @@ carries the schemas, so validation runs offline.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 OVERLAYS = sorted(p.name for p in Path("k8s/overlays").iterdir() if p.is_dir())
+PROFILE_OF_OVERLAY = {"gke": "gke", "eks": "eks", "onprem": "generic"}  # k8s/profiles/<name>.yaml; kfp-standalone has none
 KUBERNETES_VERSION = "1.31.0"
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
 
@@ -136,3 +138,25 @@ def test_the_policy_catches_what_it_should():
     problems = "\n".join(policy_violations([pod]))
     assert "x/c: no memory limit" in problems and "x/c: capabilities" in problems
     assert "x/init: runs as uid 0" in problems and "x/init: no cpu request" in problems
+
+
+def comments(path: Path) -> str:
+    return "\n".join(line for line in path.read_text().splitlines() if line.lstrip().startswith("#"))
+
+
+@needs_kubectl
+def test_each_storage_class_is_documented_with_what_to_replace_it_with(rendered):
+    overlay, resources = rendered
+    text = comments(Path(f"k8s/overlays/{overlay}/kustomization.yaml"))
+    assert "Storage classes" in text and "storageClassName" in text, f"{overlay}: no storage class notes"
+    claims = [r for r in resources if r["kind"] == "PersistentVolumeClaim"]
+    classes = {r["spec"]["storageClassName"] for r in claims if "storageClassName" in r["spec"]}
+    for name in classes:
+        entry = re.search(rf"^#\s+{re.escape(name)}\s(.*?)(?=^#\s{{1,3}}\S+\s{{2,}}|^# `kubectl|\Z)", text, re.M | re.S)
+        assert entry, f"{overlay}: storage class {name} is not explained"
+        assert "Elsewhere:" in entry.group(1), f"{overlay}: no replacement named for storage class {name}"
+    if classes:  # a cloud's default class is block storage: every shared volume names its RWX class
+        unnamed = [r["metadata"]["name"] for r in claims if "storageClassName" not in r["spec"]]
+        assert unnamed == [], f"{overlay}: {unnamed} fall back to the default StorageClass"
+    else:
+        assert "default StorageClass" in text and "ReadWriteMany" in text

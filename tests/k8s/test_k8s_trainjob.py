@@ -142,3 +142,20 @@ def test_other_trainer_releases_are_refused_with_what_to_do():
         check_trainer_crd(_crd(["runtimeRef", "trainer", "podTemplateOverrides"]))
     with pytest.raises(ValueError, match=r"serves \['v1'\], not trainer.kubeflow.org/v1alpha1"):
         check_trainer_crd(_crd(["runtimePatches"], version="v1"))
+
+
+def test_the_runner_may_read_exactly_what_the_train_step_checks():
+    import subprocess
+
+    rendered = list(yaml.safe_load_all(subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s" / "runtimes")],
+                                                      capture_output=True, text=True, check=True).stdout))
+    kinds = {d["kind"]: d for d in rendered}
+    assert kinds["ClusterTrainingRuntime"] == runtime_manifest()
+    assert kinds["ClusterRole"]["rules"] == [
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+         "resourceNames": ["trainjobs.trainer.kubeflow.org"], "verbs": ["get"]},
+        {"apiGroups": ["trainer.kubeflow.org"], "resources": ["clustertrainingruntimes"],
+         "resourceNames": [runtime_manifest()["metadata"]["name"]], "verbs": ["get"]}]
+    base = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all((ROOT / "k8s/base/rbac.yaml").read_text())}
+    [subject] = kinds["ClusterRoleBinding"]["subjects"]
+    assert ("ServiceAccount", subject["name"]) in base and subject["namespace"] == "bettersynth"

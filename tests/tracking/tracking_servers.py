@@ -40,9 +40,9 @@ def _wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 
 
 
 @contextlib.contextmanager
-def _process(args: list[str], log: Path, health_url: str) -> Iterator[None]:
+def _process(args: list[str], log: Path, health_url: str, env: dict[str, str] | None = None) -> Iterator[None]:
     with log.open("w") as handle:
-        process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         _wait_http(health_url, process, log)
         yield

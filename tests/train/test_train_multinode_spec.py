@@ -62,7 +62,7 @@ def test_trainjob_for_two_nodes_of_four_gpus(tmp_path):
     assert trainer["command"] == ["torchrun", "--nnodes=2", "--nproc_per_node=4",
                                   "-m", "bettersynth.train.worker", spec_path]
     assert trainer["resourcesPerNode"] == {"requests": {"nvidia.com/gpu": "4", "cpu": "32", "memory": "256Gi"},
-                                           "limits": {"nvidia.com/gpu": "4"}}
+                                           "limits": {"nvidia.com/gpu": "4", "cpu": "32", "memory": "256Gi"}}
     env = _env(trainer["env"])
     assert {k: env[k] for k in mlflow} == mlflow  # the pods log into the step's own MLflow run
     assert env["BETTERSYNTH_WORLD_SIZE"] == "8" and env["BETTERSYNTH_GRADIENT_ACCUMULATION"] == "4"  # 256 / (8 x 8)

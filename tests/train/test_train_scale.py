@@ -62,11 +62,11 @@ def test_trainjob_spec():
     assert manifest["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and manifest["kind"] == "TrainJob"
     trainer = manifest["spec"]["trainer"]
     assert trainer["numNodes"] == 4 and trainer["numProcPerNode"] == 8
-    assert trainer["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": "8"}
+    assert trainer["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": "8", "cpu": "32", "memory": "256Gi"}
     assert trainer["resourcesPerNode"]["requests"] == {"nvidia.com/gpu": "8", "cpu": "32", "memory": "256Gi"}
     env = {e["name"]: e["value"] for e in trainer["env"]}
     assert env == {"BETTERSYNTH_WORLD_SIZE": "32", "BETTERSYNTH_GRADIENT_ACCUMULATION": "1", "NCCL_DEBUG": "WARN"}
-    assert manifest["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    assert manifest["spec"]["runtimeRef"]["name"] == "bettersynth-torch"
     assert manifest["metadata"]["labels"]["bettersynth/seed"] == "3"
     assert yaml.safe_load(yaml.safe_dump(manifest)) == manifest  # serialisable as is
 

@@ -128,6 +128,15 @@ class ClusterProfile(BaseModel):
             raise ValueError(f"env: not environment variable names: {bad}")
         return self
 
+    def for_local_run(self) -> ClusterProfile:
+        """This profile as ``kfp.local`` should apply it: without the cluster's ``env``.
+
+        Why: kfp.local sets a task's env over the process's, so the cluster's
+        in-cluster MLflow address would win over the local driver's; locally the
+        driver's environment says where MLflow is (node pools and Secrets kfp.local ignores anyway).
+        """
+        return self.model_copy(update={"env": {}})
+
     def pool_for(self, step: str) -> Pool:
         return self.pools[self.steps.get(step, self.default_pool)]
 

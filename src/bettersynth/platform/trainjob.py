@@ -166,12 +166,14 @@ def check_world_size(job: MultiNodeJob, stage: StageConfig) -> StageConfig:
 
 
 def _resources(job: MultiNodeJob) -> dict[str, Any]:
+    """Limits equal to requests: a request above a namespace's default limit (LimitRange) is refused,
+    and a training gang gets Guaranteed QoS (not evicted first under memory pressure)."""
     requests: dict[str, str] = {job.gpu_resource: str(job.gpus_per_node)}
     if job.cpu:
         requests["cpu"] = job.cpu
     if job.memory:
         requests["memory"] = job.memory
-    return {"requests": requests, "limits": {job.gpu_resource: str(job.gpus_per_node)}}
+    return {"requests": requests, "limits": dict(requests)}
 
 
 def _env(job: MultiNodeJob, stage: StageConfig) -> list[dict[str, Any]]:

@@ -110,7 +110,8 @@ def run_pipeline(config: ProxyConfig, models: ProxyModels, name: str, spec: Reci
     tracking_uri = config.tracking_uri or local_tracking_uri(workspace)
     mlflow.set_tracking_uri(tracking_uri)
     experiment_id = ensure_experiment(config.experiment, workspace / "mlruns")
-    pipeline = load_pipeline_module().build_pipeline(load_profile(repo_root() / config.profile), config.soup_methods)
+    pipeline = load_pipeline_module().build_pipeline(load_profile(repo_root() / config.profile).for_local_run(),
+                                                     config.soup_methods)
     params = ({k: v for k, v in arguments.items() if not isinstance(v, list)}
               | {"seeds": config.seeds, "recipe.name": name, "similarity_threshold": models.threshold})
     run = run_locally(pipeline, arguments, workspace=workspace, tracking_uri=tracking_uri, experiment_id=experiment_id,
