@@ -6,7 +6,7 @@ from bettersynth.cli.main import COMMANDS, build_parser, main
 def test_every_command_group_registers():
     parser = build_parser()
     subcommand = {"data": ["checkout", "x"], "algebra": ["cap", "src", "--n", "1", "--out", "o"], "analyze": ["r.yaml"],
-                  "process": ["--config", "r.yaml"]}
+                  "process": ["--config", "r.yaml"], "trainjob": ["--train-config", "t.yaml"]}
     for name in COMMANDS:
         assert parser.parse_known_args([name, *subcommand.get(name, [])])[0].command == name
 
@@ -75,7 +75,8 @@ def test_summary_commands_run_as_printed_in_a_fresh_shell(tmp_path):
         commands = [line.strip() for line in text[text.index("Look further:"):].splitlines()[1:]]
         assert commands[0].startswith(first), commands
         if tracking_uri.startswith("sqlite"):
-            assert commands[1] == "then open http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+            assert commands[1] == ("then open http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+                                   "&viewStateShareKey=bettersynth-models")
         else:
             assert f"--tracking-uri {tracking_uri}" in commands[1]
         runnable = [c for c in commands if c.startswith(".venv/bin/")]

@@ -77,7 +77,10 @@ def test_soup_register_version_carries_soup_lineage(mlflow_store):
     assert json.loads(registered.tags["soup.ingredient_scores"]) == [61.5, 60.25, 59.0]
     assert json.loads(registered.tags["soup.weights"]) == [0.5, 0.0, 0.5]
     assert float(registered.tags["score"]) == 60.0
-    assert float(registered.tags["metric.textvqa_accuracy"]) == 70.0
+    assert not [key for key in registered.tags if key.startswith("metric.")]  # scores: description and source run
+    assert registered.description.startswith("TextVQA 70.0 · MMBench 50.0")
+    source = mlflow_store.get_run(soup_run)
+    assert source.data.metrics == metrics(70, 50) and source.data.tags["mlflow.note.content"] == registered.description
     with pytest.raises(ValueError, match="3 ingredients but 2 weights"):
         soup_tags("uniform", runs, None, [0.5, 0.5])
 

@@ -40,3 +40,22 @@ def test_parallel_steps_of_one_kfp_run_nest_under_one_parent(sqlite_server):
     assert {client.get_run(r).data.tags["mlflow.parentRunId"] for r in steps} == {parent.info.run_id}
     [other_parent] = client.search_runs([experiment.experiment_id], f"tags.`{KFP_RUN_TAG}` = '77aa01cd-run-b'")
     assert client.get_run(other[0]).data.tags["mlflow.parentRunId"] == other_parent.info.run_id != parent.info.run_id
+
+
+def test_with_kfps_mlflow_plugin_steps_log_into_the_injected_run(sqlite_server):
+    """The plugin opens the parent and a nested run per task and injects its id; the profile's env is there too."""
+    client = MlflowClient(sqlite_server)
+    experiment_id = client.create_experiment("plugin-made")
+    parent = client.create_run(experiment_id, run_name="kfp pipeline run")
+    task = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent.info.run_id})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BETTERSYNTH_"))}
+    env |= {"MLFLOW_TRACKING_URI": sqlite_server, "MLFLOW_EXPERIMENT_NAME": "cluster-rehearsal",
+            KFP_RUN_ENV: "91ee00aa-with-plugin", "MLFLOW_EXPERIMENT_ID": experiment_id, "MLFLOW_RUN_ID": task.info.run_id}
+    script = STEP + "from bettersynth.tracking.runs import pipeline_run_id\nprint('PARENT', pipeline_run_id())\n"
+    out = subprocess.run([sys.executable, "-c", script, "filter"], env=env, capture_output=True, text=True, check=True).stdout
+    said = dict(line.split() for line in out.splitlines() if line.startswith(("RUN ", "PARENT ")))
+    assert said == {"RUN": task.info.run_id, "PARENT": parent.info.run_id}
+    assert client.get_run(task.info.run_id).data.tags["bettersynth.step"] == "filter"
+    everywhere = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                    f"tags.`{KFP_RUN_TAG}` = '91ee00aa-with-plugin'")
+    assert everywhere == []  # the plugin's parent is used; none of our own is opened

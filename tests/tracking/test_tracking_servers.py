@@ -128,8 +128,7 @@ def _what_the_mlflow_ui_shows(flow: dict, experiment: str, tmp_path) -> None:
     names = {r.data.tags["bettersynth.step"]: r.info.run_name
              for r in client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{flow['parent']}'")}
     assert names["filter"] == "filter · keep-most" and names["caption"] == "caption · recap-half"
-    assert names["version-dataset"] == "dataset recap · keep-most"
-    assert names["register-finetune"] == "seed 0 · register · keep-most"
+    assert names["version-dataset"] == "dataset recap" and names["register-finetune"] == "seed 0 · register"
     (dataset,) = parent.inputs.dataset_inputs  # the Dataset column of the pipeline's row
     assert (dataset.dataset.name, dataset.dataset.digest) == ("recap", flow["version"]["dataset_hash"])
     assert {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == "training"

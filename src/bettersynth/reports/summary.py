@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from bettersynth.tracking.runs import STEP_TAG, local_tracking_uri
+from bettersynth.tracking.ui import RUNS_VIEW_QUERY
 
 
 @dataclass
@@ -119,8 +120,9 @@ def command_prefix(cwd: Path | None = None) -> str:
 
 
 def runs_page(base_url: str, experiment_id: str) -> str:
-    """The experiment's training-runs view (MLflow 3 opens the GenAI one unless the link asks)."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    """The experiment's training runs (MLflow 3 opens its GenAI pages unless the link asks) in the
+    saved view that shows descriptions and scores (``bettersynth.tracking.ui.save_runs_view``)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&{RUNS_VIEW_QUERY}"
 
 
 def look_further(summary: RunSummary, bin_prefix: str | None = None) -> list[str]:

@@ -27,10 +27,9 @@ from bettersynth.tracking.runs import (
     RUN_TYPE_TAG,
     model_title,
     pipeline_run_id,
-    rename_run,
     step_run,
-    step_title,
 )
+from bettersynth.tracking.ui import describe_run, score_line
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +106,18 @@ def write_results(results: dict[str, EvalResult], benchmarks: dict, out_dir: Pat
             benchmark.write_submission(folder / f"submission.{submission_format}", outputs)
 
 
-def _log_results(results: dict[str, EvalResult], out_dir: Path, model: str = "") -> dict[str, float]:
-    """Log the metrics and files; with ``model``, inside a pipeline, name the run ``model · scores · recipe``.
+def _log_results(results: dict[str, EvalResult], out_dir: Path, described: bool = True) -> dict[str, float]:
+    """Log the metrics and files; inside a pipeline the run's description says the scores.
 
-    Why scores in the name: the MLflow runs table shows names, not metrics, until a
-    person picks columns; this way the scores of every model read at a glance.
+    Why a description: the MLflow runs table cuts run names at some 20 characters and shows
+    no metric until a person picks it; the description is on the run's page and in the
+    Description column of the saved view (``bettersynth.tracking.ui``).
     """
     metrics = summary_metrics(results)
     mlflow.log_metrics(metrics | table_metrics(results))
     mlflow.log_artifacts(str(out_dir), artifact_path="eval")
-    if model and pipeline_run_id():
-        scores = [f"{name} {metrics[key]:.1f}" for name, key in (("TextVQA", "textvqa_accuracy"), ("MMBench", "mmbench_circular"))
-                  if key in metrics]
-        rename_run(mlflow.active_run().info.run_id, step_title("evaluate", [model, *scores]))
+    if described and pipeline_run_id() and score_line(metrics):
+        describe_run(mlflow.active_run().info.run_id, score_line(metrics))
     return metrics
 
 
@@ -142,7 +140,7 @@ def evaluate_model(
     params = {"model": label, "textvqa.use_ocr": use_ocr, "batch_size": batch_size,
               "max_new_tokens": max_new_tokens, "shard_index": shard_index, "num_shards": num_shards}
     out_dir = Path(out_dir)
-    title = [model_title(label), f"shard {shard_index + 1} of {num_shards}"] if sharded else [model_title(label)]
+    title = [model_title(label), f"eval {shard_index + 1}/{num_shards}" if sharded else "eval"]
     with step_run(step, params=params, tags={RUN_TYPE_TAG: EVALUATION_RUN}, title=title) as run:
         results = run_benchmarks(model_dir, benchmarks, batch_size, max_new_tokens, shard_index, num_shards)
         write_results(results, benchmarks, out_dir, "none" if sharded else submission_format)
@@ -150,7 +148,7 @@ def evaluate_model(
             shard = {"label": label, "shard_index": shard_index, "num_shards": num_shards, "use_ocr": use_ocr,
                      "questions": {name: len(result.records) for name, result in results.items()}}
             (out_dir / SHARD_FILE).write_text(json.dumps(shard, indent=2) + "\n")
-        metrics = _log_results(results, out_dir, "" if sharded else model_title(label))
+        metrics = _log_results(results, out_dir, described=not sharded)
     return {"metrics": metrics, "mlflow_run_id": run.info.run_id}
 
 
@@ -198,9 +196,9 @@ def merge_shards(
                for name, benchmark in benchmarks.items()}
     out_dir = Path(out_dir)
     params = {"model": label, "textvqa.use_ocr": info["use_ocr"], "num_shards": info["num_shards"]}
-    with step_run(f"evaluate-{label}", params=params, tags={RUN_TYPE_TAG: EVALUATION_RUN}, title=[model_title(label)]) as run:
+    with step_run(f"evaluate-{label}", params=params, tags={RUN_TYPE_TAG: EVALUATION_RUN}, title=[model_title(label), "eval"]) as run:
         write_results(results, benchmarks, out_dir, submission_format)
-        metrics = _log_results(results, out_dir, model_title(label))
+        metrics = _log_results(results, out_dir)
     log.info("merged %d shards of %s: %s", info["num_shards"], label, metrics)
     return {"metrics": metrics, "mlflow_run_id": run.info.run_id}
 

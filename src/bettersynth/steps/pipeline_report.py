@@ -5,7 +5,8 @@ pipeline runs; on a cluster KFP's backend owns the parent run, and only a step
 can write to it. The parent then reads, in the MLflow UI, as
 ``quickstart-filter+quickstart-recaption · quickstart`` and holds
 ``comparison/compare.txt`` and ``comparison/compare.png``: every model of the
-experiment so far with the data that made it (``bettersynth compare``).
+experiment so far with the data that made it (``bettersynth compare``). The
+experiment's saved view opens the parent expanded, beside its models' scores.
 
 Example::
 
@@ -20,7 +21,8 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from bettersynth.reports.compare import collect_rows, format_table, sort_rows, write_chart
-from bettersynth.tracking.runs import data_step_runs, rename_run, run_title
+from bettersynth.tracking.runs import KFP_RUN_TAG, data_step_runs, rename_run, run_title
+from bettersynth.tracking.ui import save_runs_view
 
 COMPARISON_DIR = "comparison"  # artifact folder of the parent run
 
@@ -32,7 +34,8 @@ def pipeline_title(name: str, recipes: list[str]) -> str:
 
 
 def finish_pipeline_run(pipeline_run: str, client: MlflowClient | None = None) -> list[str]:
-    """Rename the parent after its recipes and attach the experiment's comparison; returns the artifact paths."""
+    """Rename the parent after its recipes, open it in the experiment's saved view (``save_runs_view``)
+    and attach the experiment's comparison; returns the artifact paths."""
     if not pipeline_run:
         return []
     client = client or MlflowClient()
@@ -41,6 +44,9 @@ def finish_pipeline_run(pipeline_run: str, client: MlflowClient | None = None) -
     title = pipeline_title(parent.info.run_name or "", recipes)
     if title != parent.info.run_name:
         rename_run(pipeline_run, title)
+    save_runs_view(parent.info.experiment_id, expand=[pipeline_run], client=client)
+    if KFP_RUN_TAG in parent.data.tags and parent.info.status == "RUNNING":
+        client.set_terminated(pipeline_run)  # a step opened it (no KFP MLflow plugin): the last step closes it
     experiment = client.get_experiment(parent.info.experiment_id).name
     rows = sort_rows(collect_rows([experiment], client))
     if not rows:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Sequence
 
 import mlflow
@@ -29,11 +30,11 @@ from bettersynth.tracking.runs import (
     run_title,
     step_run,
 )
+from bettersynth.tracking.ui import describe_run, score_line
 
 log = logging.getLogger(__name__)
 
-SCORE_TAG = "score"  # the tag holding a version's ranking score
-METRIC_TAG_PREFIX = "metric."  # every evaluation metric is also a version tag, so any can rank
+SCORE_TAG = "score"  # the tag holding a version's ranking score; other metrics rank from its source run
 CHAMPION = "champion"
 CANDIDATE = "candidate"
 
@@ -67,8 +68,10 @@ def register_version(name: str, source_run_id: str, metrics: dict[str, float], t
     """Create a model version from the run's ``checkpoint`` artifact; returns the version number.
 
     The version carries a description a person reads in the registry (recipe, kept
-    samples, dataset, scores, soup ingredients), and the run's logged model, whose
-    source is that run, lists the version.
+    samples, dataset, scores, soup ingredients) and a few tags (lineage, ``score``); the
+    source run gets the same description and the evaluation metrics, so its row in the
+    runs table and the version's "Source Run" show the scores, and ``promote_version``
+    can rank by any of them. The run's logged model, whose source is that run, lists the version.
     """
     client = MlflowClient()
     try:
@@ -79,12 +82,11 @@ def register_version(name: str, source_run_id: str, metrics: dict[str, float], t
     steps = data_step_runs(pipeline_run, client)
     seed = tags.get("train.seed", "")
     model = f"soup-{tags['soup.method']}" if tags.get("soup.method") else f"seed{seed}" if seed else tags.get("kind", "model")
-    label = steps[0].data.params.get("recipe.name", "") if steps else ""
     with step_run(f"register-{tags.get('kind', 'model')}", params={"model.name": name, "source_run": source_run_id},
-                  title=[model_title(model), "register"], recipe=label):
+                  title=[model_title(model), "register"]):
         all_tags = {**recipe_tags(steps), **tags}
-        all_tags |= {SCORE_TAG: f"{ranking_score(metrics):.6f}", "pipeline.run": pipeline_run}
-        all_tags |= {f"{METRIC_TAG_PREFIX}{k}": f"{v:.6f}" for k, v in metrics.items()}
+        all_tags |= {SCORE_TAG: str(round(ranking_score(metrics), 6)), "pipeline.run": pipeline_run}
+        _log_scores(client, source_run_id, metrics)
         source_run = client.get_run(source_run_id)
         source = f"{source_run.info.artifact_uri}/checkpoint"
         # The run's LoggedModel (steps.train._log_checkpoint, steps.soup). Not passed as the version's
@@ -96,10 +98,22 @@ def register_version(name: str, source_run_id: str, metrics: dict[str, float], t
         description = version_description(client, model, steps, source_run, metrics, all_tags, variant, model_id)
         version = client.create_model_version(name, source=source, run_id=source_run_id, tags=all_tags,
                                               description=description)
+        describe_run(source_run_id, description, client)
         if model_id:
             _link_logged_model(client, model_id, name, str(version.version))
         mlflow.set_tags({"model.name": name, "model.version": version.version})
     return str(version.version)
+
+
+def _log_scores(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
+    """Log the evaluation ``metrics`` on the model's own run, unless it holds them already."""
+    from mlflow.entities import Metric
+
+    logged = client.get_run(run_id).data.metrics
+    now = int(time.time() * 1000)
+    new = [Metric(key, float(value), now, 0) for key, value in metrics.items() if logged.get(key) != float(value)]
+    if new:
+        client.log_batch(run_id, metrics=new)
 
 
 def _link_logged_model(client: MlflowClient, model_id: str, name: str, version: str) -> None:
@@ -134,8 +148,7 @@ def version_description(client: MlflowClient, model: str, steps: list, source_ru
     recipes = [run.data.params.get("recipe.name", "?") for run in steps]
     kept = steps[-1].data.metrics.get("kept") if steps else None
     dataset_hash = tags.get("dataset.hash", "")
-    scores = f"TextVQA {metrics.get('textvqa_accuracy', float('nan')):.1f} · MMBench {metrics.get('mmbench_circular', float('nan')):.1f}"
-    lines = [run_title(scores, model_title(model), " + ".join(recipes), f"{int(kept)} kept samples" if kept is not None else "")]
+    lines = [run_title(score_line(metrics), model_title(model), " + ".join(recipes), f"{int(kept)} kept samples" if kept is not None else "")]
     if steps:
         lines.append("- recipe: " + ", ".join(f"{n} ({run.data.tags['recipe.hash'][:12]})" for n, run in zip(recipes, steps)))
     if kept is not None:
@@ -168,11 +181,17 @@ def _ingredients(client: MlflowClient, tags: dict[str, str]) -> str:
     return "; ".join(parts)
 
 
-def version_score(version, metric: str = SCORE_TAG) -> float | None:
-    """A version's value of ``metric`` (``score`` or any evaluation metric name); None when not recorded."""
-    tag = SCORE_TAG if metric == SCORE_TAG else f"{METRIC_TAG_PREFIX}{metric}"
-    value = version.tags.get(tag)
-    return None if value is None else float(value)
+def version_score(version, metric: str = SCORE_TAG, client: MlflowClient | None = None) -> float | None:
+    """A version's value of ``metric``: its ``score`` tag, or an evaluation metric of its source run; None when not recorded."""
+    if metric == SCORE_TAG:
+        value = version.tags.get(SCORE_TAG)
+        return None if value is None else float(value)
+    legacy = version.tags.get(f"metric.{metric}")  # versions registered before the metrics moved to the run
+    try:
+        value = (client or MlflowClient()).get_run(version.run_id).data.metrics.get(metric)
+    except MlflowException:
+        value = None  # the source run is gone (deleted, or another store's)
+    return value if value is not None else None if legacy is None else float(legacy)
 
 
 def promote_version(name: str, version: str, metric: str = SCORE_TAG) -> dict:
@@ -183,7 +202,7 @@ def promote_version(name: str, version: str, metric: str = SCORE_TAG) -> dict:
     """
     client = MlflowClient()
     new = client.get_model_version(name, version)
-    new_score = version_score(new, metric)
+    new_score = version_score(new, metric, client)
     if new_score is None or math.isnan(new_score):
         raise ValueError(f"metric: version {version} of {name!r} has no recorded {metric!r}")
     client.set_registered_model_alias(name, CANDIDATE, new.version)
@@ -191,7 +210,7 @@ def promote_version(name: str, version: str, metric: str = SCORE_TAG) -> dict:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
-    held = None if champion is None else version_score(champion, metric)
+    held = None if champion is None else version_score(champion, metric, client)
     if champion is not None and held is None:
         log.warning("champion %s of %s has no %r: it keeps the alias", champion.version, name, metric)
     moved = champion is None or (held is not None and new_score > held)
@@ -212,7 +231,7 @@ def promote_best(name: str, pipeline_run: str, metric: str = SCORE_TAG) -> dict:
     versions = [v for v in client.search_model_versions(f"name='{name}'") if v.tags.get("pipeline.run") == pipeline_run]
     if not versions:
         raise ValueError(f"no versions of {name!r} were registered by pipeline run {pipeline_run}")
-    scored = [(version_score(v, metric), v) for v in versions]
+    scored = [(version_score(v, metric, client), v) for v in versions]
     if any(score is None for score, _ in scored):
         missing = next(v.version for score, v in scored if score is None)
         raise ValueError(f"metric: version {missing} of {name!r} has no recorded {metric!r}")

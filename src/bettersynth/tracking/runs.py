@@ -2,8 +2,11 @@
 
 Why: inside KFP 2.17's MLflow integration the backend creates the runs and
 injects ``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_ID`` and ``MLFLOW_RUN_ID``
-into each task pod; a component must log into *that* run. Locally, the driver
-creates the parent run and hands its id down through ``PARENT_RUN_ENV``.
+into each task pod; a component must log into *that* run. Without the plugin
+the cluster profile gives every step ``MLFLOW_TRACKING_URI`` and its KFP run
+id (``KFP_RUN_ENV``), and the first step to log opens the parent run, tagged
+with that id (``kfp_parent_run``). Locally, the driver creates the parent run
+and hands its id down through ``PARENT_RUN_ENV``.
 
 Example::
 
@@ -33,6 +36,10 @@ from mlflow.exceptions import MlflowException
 from bettersynth.core.retry import DEFAULT_BACKOFF, Backoff, with_retries
 
 PARENT_RUN_ENV = "BETTERSYNTH_PARENT_RUN_ID"
+# On a cluster without KFP's MLflow plugin each step pod gets its KFP run's id (its `pipeline/runid`
+# label, through the downward API: platform.placement); the steps find their parent run by this tag.
+KFP_RUN_ENV = "BETTERSYNTH_KFP_RUN_ID"
+KFP_RUN_TAG = "kfp.run_id"
 STEP_TAG = "bettersynth.step"
 # What MLflow calls a training experiment (the UI's "Model training", not its GenAI traces view).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -40,8 +47,9 @@ TRAINING_EXPERIMENT = "custom_model_development"
 # MLflow's mark of an evaluation run; the runs view opens the parent of one expanded.
 RUN_TYPE_TAG = "mlflow.runType"
 EVALUATION_RUN = "evaluation"
-# Between the parts of a run name, what tells sibling runs apart first (the UI cuts names at
-# about 25 characters), the recipe last: "seed 1 · similarity", "soup greedy · similarity".
+# Between the parts of a run name. A step's run is named by what tells it from its siblings
+# ("seed 1", "soup greedy", "seed 1 · eval"): MLflow 3.17's runs table shows about 98 pixels
+# (some 20 characters) of a nested run's name. The recipes name the parent run, once.
 TITLE_SEPARATOR = " · "
 # MLflow's client retries 7 times with backoff up to 2 minutes: minutes of hanging on a server
 # that is down. Inside a step it gets a few seconds' worth, unless the environment sets these.
@@ -77,7 +85,12 @@ def ensure_experiment(name: str, artifact_root: Path | None = None) -> str:
         return experiment.experiment_id
     served = mlflow.get_tracking_uri().startswith(("http://", "https://"))
     location = Path(artifact_root).resolve().as_uri() if artifact_root and not served else None
-    return mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT})
+    try:
+        return mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT})
+    except MlflowException as exc:  # another step created it a moment ago (parallel steps on a cluster)
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow.get_experiment_by_name(name).experiment_id
 
 
 def mark_training_experiment(experiment: Any) -> None:
@@ -109,14 +122,56 @@ def pipeline_run_id() -> str:
     """The id that groups one pipeline run's steps: the MLflow parent run ("" outside a pipeline).
 
     Locally the driver passes it down; under KFP's MLflow integration it is the
-    parent of the injected task run.
+    parent of the injected task run; on a cluster without it, the run tagged
+    with the step's KFP run id (``kfp_parent_run``).
     """
     if os.environ.get(PARENT_RUN_ENV):
         return os.environ[PARENT_RUN_ENV]
-    task_run = os.environ.get("MLFLOW_RUN_ID")
+    task_run = injected_run_id()
     if task_run:
         return mlflow.MlflowClient().get_run(task_run).data.tags.get("mlflow.parentRunId", task_run)
+    if os.environ.get(KFP_RUN_ENV):
+        return kfp_parent_run(os.environ[KFP_RUN_ENV])
     return ""
+
+
+_KFP_PARENTS: dict[str, str] = {}  # KFP run id -> its parent run, once found in this process
+# The run KFP's MLflow plugin injected into this pod, as the pod started: MLflow's end_run() unsets
+# MLFLOW_RUN_ID, and a step that opens its run twice, or asks for its pipeline run afterwards, still has it.
+_INJECTED_RUN = os.environ.get("MLFLOW_RUN_ID")
+
+
+def injected_run_id() -> str | None:
+    """The task run KFP's MLflow plugin made for this step, if any."""
+    return os.environ.get("MLFLOW_RUN_ID") or _INJECTED_RUN
+
+
+def kfp_parent_run(kfp_run: str) -> str:
+    """The MLflow parent run of KFP run ``kfp_run``: found by its tag, else opened by the first step that asks.
+
+    Why search-then-create: parallel steps (shards) may ask at once; each that
+    created a run keeps the oldest one tagged and deletes its own if it lost,
+    so all steps of a KFP run end up under one parent. The experiment is
+    ``$MLFLOW_EXPERIMENT_ID``, else ``$MLFLOW_EXPERIMENT_NAME`` (the cluster profile's).
+    """
+    if kfp_run in _KFP_PARENTS:
+        return _KFP_PARENTS[kfp_run]
+    client = mlflow.MlflowClient()
+    experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or ensure_experiment(
+        os.environ.get("MLFLOW_EXPERIMENT_NAME") or "bettersynth")
+    query = f"tags.`{KFP_RUN_TAG}` = '{kfp_run}'"
+
+    def tagged() -> list:
+        return client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"], max_results=50)
+
+    found = tagged()
+    if not found:
+        mine = client.create_run(experiment_id, run_name=f"kfp run {kfp_run[:8]}", tags={KFP_RUN_TAG: kfp_run})
+        found = sorted(tagged(), key=lambda r: (r.info.start_time, r.info.run_id))
+        if found[0].info.run_id != mine.info.run_id:
+            client.delete_run(mine.info.run_id)
+    _KFP_PARENTS[kfp_run] = found[0].info.run_id
+    return found[0].info.run_id
 
 
 def data_step_runs(pipeline_run: str, client: Any = None) -> list:
@@ -130,15 +185,6 @@ def data_step_runs(pipeline_run: str, client: Any = None) -> list:
         f"tags.mlflow.parentRunId = '{pipeline_run}' and tags.`recipe.hash` != ''",
         order_by=["attributes.start_time ASC"],
     )
-
-
-def recipe_label(pipeline_run: str | None = None) -> str:
-    """The recipe a pipeline run's step names end with: its first data step's (the cleaning recipe).
-
-    Looked up in MLflow, so it is the same on one machine and on a cluster; "" outside a pipeline.
-    """
-    steps = data_step_runs(pipeline_run_id() if pipeline_run is None else pipeline_run)
-    return steps[0].data.params.get("recipe.name", "") if steps else ""
 
 
 def require_tracking_server(uri: str | None = None, backoff: Backoff = DEFAULT_BACKOFF) -> None:
@@ -189,19 +235,20 @@ def step_run(step: str, params: dict[str, Any] | None = None, tags: dict[str, st
 
 
 def step_title(step: str, title: Sequence[str] = (), recipe: str | None = None) -> str:
-    """A step's run name: inside a pipeline run ``title`` then the recipe (``recipe``, else the
-    pipeline's ``recipe_label``), e.g. ``seed 1 · similarity``; outside one, or without ``title``, ``step``."""
-    pipeline_run = pipeline_run_id()
-    if not title or not pipeline_run:
+    """A step's run name: inside a pipeline run ``title`` then ``recipe`` if given (a data step's),
+    e.g. ``seed 1`` or ``filter · similarity``; outside one, or without ``title``, ``step``."""
+    if not title or not pipeline_run_id():
         return step
-    return run_title(*title, recipe_label(pipeline_run) if recipe is None else recipe)
+    return run_title(*title, recipe or "")
 
 
 @contextlib.contextmanager
 def _open_run(step: str, params: dict[str, Any] | None, tags: dict[str, str] | None, name: str) -> Iterator[mlflow.ActiveRun]:
-    injected = os.environ.get("MLFLOW_RUN_ID")
-    parent = os.environ.get(PARENT_RUN_ENV)
+    injected = injected_run_id()
+    parent = None if injected else pipeline_run_id()
     experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if parent and not experiment_id:  # a step's run sits in its parent's experiment
+        experiment_id = mlflow.MlflowClient().get_run(parent).info.experiment_id
     all_tags = {STEP_TAG: step, **(tags or {})}
     if injected:
         context = mlflow.start_run(run_id=injected)
