@@ -103,7 +103,7 @@ def test_pytorchjob_for_four_nodes_is_a_valid_pod_spec(tmp_path):
     # The Training Operator sets RANK and MASTER_ADDR/PORT, which torchrun does not read: passed explicitly.
     assert "--node_rank=$(RANK)" in command and "--master_addr=$(MASTER_ADDR)" in command
     assert container["image"] == "registry.example/bs:1"  # the plan's image wins over the profile's
-    assert container["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": "2", "cpu": "32", "memory": "256Gi"}  # = requests
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {str(tmp_path / "shared"), "/mnt/data", "/dev/shm"}
     assert _env(container["env"])["BETTERSYNTH_WORLD_SIZE"] == "8"
     assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"} and pod["tolerations"]
