@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3.11
 BIN := $(VENV)/bin
 
-.PHONY: setup quickstart test test-slow compile compare image bench-soup bench-ops bench-train bench-memory bench-step-start clean
+.PHONY: setup quickstart test test-slow compile compare image bench bench-soup bench-soup-1g bench-ops bench-train bench-memory bench-step-start clean
 
 setup: $(VENV)/.installed
 
@@ -39,22 +39,42 @@ image:
 	DOCKER_BUILDKIT=1 docker build -f docker/Dockerfile.cpu -t $(REGISTRY)bettersynth-cpu:$(IMAGE_TAG) .
 	DOCKER_BUILDKIT=1 docker build -f docker/Dockerfile.mlflow -t $(REGISTRY)bettersynth-mlflow:$(IMAGE_TAG) .
 
-bench-soup: setup
-	$(BIN)/python benchmarks/bench_soup.py --size-mb 256 --counts 2 4 8 --markdown benchmarks/results/soup.md
-
+# Every benchmark runs its contenders in fresh processes, interleaved, and reports median per-round
+# ratios (benchmarks/harness.py). `make bench` runs them all at sizes that fit in about 10 minutes on
+# 2 cores and writes one table; the per-benchmark targets below run the README's sizes.
+RESULTS := benchmarks/results
 # DJ_PYTHON: a separate venv with py-data-juicer 1.6.1 (see benchmarks/README.md); without it DJ is skipped.
+DJ_FLAG = $(if $(DJ_PYTHON),--dj-python $(DJ_PYTHON))
+
+bench: setup
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/bench_soup.py --size-mb 256 --counts 2 4 8 --rounds 3 --json $(RESULTS)/soup.json
+	$(BIN)/python benchmarks/bench_ops.py --samples 64 --num-workers 0 1 --rounds 3 $(DJ_FLAG) --json $(RESULTS)/ops.json
+	$(BIN)/python benchmarks/bench_train.py --samples 96 --rounds 3 --json $(RESULTS)/train.json
+	$(BIN)/python benchmarks/bench_memory.py --sizes 2000 20000 --rounds 3 --json $(RESULTS)/memory.json
+	$(BIN)/python benchmarks/bench_step_start.py --rounds 3 --modules bettersynth.steps.process bettersynth.steps.register --json $(RESULTS)/step_start.json
+	$(BIN)/python benchmarks/harness.py table $(RESULTS)/soup.json $(RESULTS)/ops.json $(RESULTS)/train.json $(RESULTS)/memory.json $(RESULTS)/step_start.json --output $(RESULTS)/bench.md
+	@cat $(RESULTS)/bench.md
+
+bench-soup: setup
+	$(BIN)/python benchmarks/bench_soup.py --size-mb 256 --counts 2 4 8 --rounds 3 --json $(RESULTS)/soup.json
+
+# 1 GiB checkpoints: needs about 9 GiB free on the temp folder's disk (8 ingredients + the soup).
+bench-soup-1g: setup
+	$(BIN)/python benchmarks/bench_soup.py --size-mb 1024 --counts 2 4 8 --rounds 3 --json $(RESULTS)/soup_1g.json
+
 bench-ops: setup
-	$(BIN)/python benchmarks/bench_ops.py --samples 300 --rounds 3 $(if $(DJ_PYTHON),--dj-python $(DJ_PYTHON))
+	$(BIN)/python benchmarks/bench_ops.py --samples 128 --num-workers 0 1 --rounds 3 $(DJ_FLAG) --json $(RESULTS)/ops.json
 
 bench-train: setup
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
-	$(BIN)/python benchmarks/bench_train.py --samples 192 --repeats 5 --markdown benchmarks/results/train.md
+	$(BIN)/python benchmarks/bench_train.py --samples 192 --rounds 5 --json $(RESULTS)/train.json
 
 bench-memory: setup
-	$(BIN)/python benchmarks/bench_memory.py --sizes 10000 100000 --markdown benchmarks/results/memory.md
+	$(BIN)/python benchmarks/bench_memory.py --sizes 10000 100000 --rounds 3 --json $(RESULTS)/memory.json
 
 bench-step-start: setup
-	$(BIN)/python benchmarks/bench_step_start.py --repeats 3
+	$(BIN)/python benchmarks/bench_step_start.py --rounds 3 --json $(RESULTS)/step_start.json
 
 clean:
 	rm -rf local_outputs mlruns mlflow.db models data/demo data/variants .dvc-remote .dvc/cache

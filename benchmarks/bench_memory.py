@@ -1,18 +1,18 @@
-"""Peak memory of a data step at 10k and 100k samples: it must not grow with the dataset.
+"""A data step's peak memory and time at two sizes, against a plain streaming read/write loop.
 
 Why: seed sets are 400k-1.2M samples. The runner streams the input in chunks
 (``chunk_size`` lines through the whole op list, written out, then the next),
-so its peak RSS should be the same at 10k and 100k samples (target: ratio
-<= 1.2). This generates a 100k-sample dataset of small PNGs, then runs the
-same CPU recipe (words_num, image_size and image_shape filters, which read
-image headers, plus the export of every kept image) over its first N lines,
-each N in a fresh interpreter with the same imports, and reports the peak
-RSS (VmHWM), the RSS right after the imports, and their difference.
+so its peak RSS must not grow with the dataset (target: peak over the import
+baseline at the largest size <= 1.2x that at the smallest, and absolute peak
+ratio <= 1.2) and its time should stay close to what a competent engineer
+writes without the platform: read a line, parse it, apply the same three
+checks (word count, image file size, image header shape), write the kept line
+and hard-link its image. Both run the same generated samples (one small PNG
+each) in fresh interpreters, interleaved over ``--rounds`` (benchmarks/harness.py);
+the platform's recipe is ``words_num_filter``, ``image_size_filter`` and
+``image_shape_filter`` plus the image export.
 
-``--compare-rev REV`` also runs the runner as it was at git revision REV
-(e.g. the last whole-dataset-in-memory version) on the same data.
-
-    python benchmarks/bench_memory.py --sizes 10000 100000 --markdown benchmarks/results/memory.md
+    python benchmarks/bench_memory.py --sizes 10000 100000 --rounds 3 --json benchmarks/results/memory.json
 """
 
 from __future__ import annotations
@@ -21,19 +21,19 @@ import argparse
 import io
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from harness import Clock, Contender, compare, emit, load_average, run_rounds, status_mb, write_json
+
 RATIO_TARGET = 1.2  # peak RSS at the largest size over the smallest
+MIN_WORDS, MIN_BYTES, MAX_BYTES, MIN_SIDE = 3, 64, 10**6, 8
 RECIPE = {"name": "bench-memory", "use_cache": False, "process": [
-    {"words_num_filter": {"min_num": 3}},
-    {"image_size_filter": {"min_size": "64B", "max_size": "1MB"}},
-    {"image_shape_filter": {"min_width": 8, "min_height": 8}},
+    {"words_num_filter": {"min_num": MIN_WORDS}},
+    {"image_size_filter": {"min_size": f"{MIN_BYTES}B", "max_size": "1MB"}},
+    {"image_shape_filter": {"min_width": MIN_SIDE, "min_height": MIN_SIDE}},
 ]}
 
 
@@ -42,133 +42,130 @@ def make_dataset(root: Path, n: int) -> None:
     import numpy as np
     from PIL import Image
 
-    if (root / "samples.jsonl").is_file() and sum(1 for _ in (root / "samples.jsonl").open("rb")) == n:
-        return
     rng = np.random.default_rng(0)
     variants = []
     for k in range(64):
         buffer = io.BytesIO()
-        size = (8 + k % 9, 8 + k % 7)
+        size = (6 + k % 11, 6 + k % 7)  # some below MIN_SIDE, so the shape filter drops a few
         Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buffer, "PNG")
         variants.append(buffer.getvalue())
-    words = ["a", "red", "bus", "on", "the", "street", "near", "a", "small", "park", "with", "trees", "and", "people", "walking"]
+    words = ["a", "red", "bus", "on", "the", "street", "near", "a", "small", "park", "with", "trees", "and", "people"]
     with (root / "samples.jsonl").open("w", encoding="utf-8") as handle:
         for i in range(n):
             rel = f"imgs/{i // 1000:03d}/{i:06d}.png"
             path = root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(variants[i % len(variants)])
-            caption = " ".join(words[: 3 + i % 10] + [str(i)])
+            caption = " ".join(words[: 1 + i % 12] + [str(i)])
             handle.write(json.dumps({"id": f"b{i:06d}", "text": f"<__dj__image> {caption} <|__dj__eoc|>", "images": [rel]}) + "\n")
 
 
-def _vm(field: str) -> int:
-    """A /proc/self/status figure, in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
+def plain(input_jsonl: Path, root: Path, out: Path) -> tuple[int, int]:
+    """The baseline: one line at a time, the same checks, kept lines written and images hard-linked."""
+    from PIL import Image
+
+    special = ("<__dj__image>", "<|__dj__eoc|>")
+    n_in = kept = 0
+    (out / "images").mkdir(parents=True)
+    with input_jsonl.open(encoding="utf-8") as source, (out / "samples.jsonl").open("w", encoding="utf-8") as target:
+        for line in source:
+            n_in += 1
+            record = json.loads(line)
+            text = record["text"]
+            for token in special:
+                text = text.replace(token, " ")
+            if len(text.split()) < MIN_WORDS:
+                continue
+            image = root / record["images"][0]
+            if not MIN_BYTES <= image.stat().st_size <= MAX_BYTES:
+                continue
+            with Image.open(image) as opened:
+                if min(opened.size) < MIN_SIDE:
+                    continue
+            placed = out / "images" / record["images"][0]
+            placed.parent.mkdir(parents=True, exist_ok=True)
+            os.link(image, placed)
+            target.write(line)
+            kept += 1
+    return n_in, kept
 
 
 def child(args: argparse.Namespace) -> None:
-    """One measurement in this fresh interpreter; prints a JSON line."""
-    if args.runner_file:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("runner_under_test", args.runner_file)
-        runner = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = runner  # dataclasses look their module up there
-        spec.loader.exec_module(runner)
-    else:
-        from bettersynth.recipes import runner
+    """One measurement in this fresh interpreter (the same imports for both contenders)."""
     from bettersynth.recipes.recipe import Recipe
+    from bettersynth.recipes.runner import run_recipe
 
-    recipe = Recipe.from_dict(RECIPE)
-    baseline = _vm("VmRSS")
-    start = time.perf_counter()
-    kwargs = {"chunk_size": args.chunk_size} if "chunk_size" in runner.run_recipe.__code__.co_varnames else {}
-    report = runner.run_recipe(recipe, Path(args.input), Path(args.root), Path(args.out), num_workers=0, **kwargs)
-    seconds = time.perf_counter() - start
-    print(json.dumps({"n_in": report.n_in, "kept": report.kept, "seconds": seconds,
-                      "baseline": baseline, "peak": _vm("VmHWM")}))
-
-
-def measure(root: Path, n: int, work: Path, chunk_size: int, runner_file: str | None) -> dict:
-    jsonl = work / f"in-{n}.jsonl"
-    with (root / "samples.jsonl").open("rb") as source, jsonl.open("wb") as target:
-        for _, line in zip(range(n), source):
-            target.write(line)
-    out = work / f"out-{n}"
+    out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, __file__, "--child", "--input", str(jsonl), "--root", str(root), "--out", str(out),
-           "--chunk-size", str(chunk_size)] + (["--runner-file", runner_file] if runner_file else [])
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"run at {n} failed:\n{result.stderr[-3000:]}")
-    row = json.loads(result.stdout.strip().splitlines()[-1])
+    base = status_mb("VmRSS")
+    with Clock() as clock:
+        if args.child == "plain":
+            n_in, kept = plain(Path(args.input), Path(args.root), out)
+        else:
+            report = run_recipe(Recipe.from_dict(RECIPE), Path(args.input), Path(args.root), out, num_workers=0,
+                                chunk_size=args.chunk_size)
+            n_in, kept = report.n_in, report.kept
     shutil.rmtree(out, ignore_errors=True)
-    assert row["n_in"] == n, row
-    return row
-
-
-def _mb(value: int) -> float:
-    return value / 2**20
-
-
-def table(label: str, rows: dict[int, dict]) -> list[str]:
-    lines = [f"| {label} | N | s | samples/s | RSS after imports MB | peak RSS MB | peak − imports MB |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for n, r in rows.items():
-        lines.append(f"| {label} | {n} | {r['seconds']:.1f} | {n / r['seconds']:.0f} | {_mb(r['baseline']):.0f} | {_mb(r['peak']):.0f} | {_mb(r['peak'] - r['baseline']):.1f} |")
-    small, large = rows[min(rows)], rows[max(rows)]
-    ratio = large["peak"] / small["peak"]
-    growth = (large["peak"] - large["baseline"]) / max(small["peak"] - small["baseline"], 1)
-    lines.append("")
-    lines.append(f"**{label}: peak RSS {max(rows)} / {min(rows)} = {ratio:.3f}** (target <= {RATIO_TARGET}); "
-                 f"over the import baseline: {growth:.2f} x")
-    return lines
+    emit(clock.result(n_in=n_in, kept=kept, peak_mb=status_mb("VmHWM"), grow_mb=status_mb("VmHWM") - base,
+                      base_mb=base))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--chunk-size", type=int, default=2048)
-    parser.add_argument("--workdir", type=Path, help="keep the generated dataset here (default: a temp folder)")
-    parser.add_argument("--compare-rev", help="also measure the runner at this git revision")
-    parser.add_argument("--markdown", type=Path, help="write the results table here")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--workdir", type=Path, help="parent of the temp folder for the dataset (deleted after)")
+    parser.add_argument("--json", type=Path, help="write the ratios here (for harness.py table)")
+    parser.add_argument("--child", choices=("ours", "plain"), help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--runner-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
         return
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    root = work / "data"
-    root.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    make_dataset(root, max(args.sizes))
-    print(f"dataset: {max(args.sizes)} samples under {root} ({time.perf_counter() - started:.0f}s)", flush=True)
-    results = {"streaming runner": {n: measure(root, n, work, args.chunk_size, None) for n in args.sizes}}
-    if args.compare_rev:
-        old = work / "runner_at_rev.py"
-        old.write_text(subprocess.run(["git", "show", f"{args.compare_rev}:src/bettersynth/ops/runner.py"], check=True,
-                                      capture_output=True, text=True, cwd=Path(__file__).parent).stdout)
-        results[f"runner at {args.compare_rev}"] = {n: measure(root, n, work, args.chunk_size, str(old)) for n in args.sizes}
-    load = os.getloadavg()
-    lines = [f"`python benchmarks/bench_memory.py --sizes {' '.join(map(str, args.sizes))} --chunk-size {args.chunk_size}"
-             + (f" --compare-rev {args.compare_rev}`" if args.compare_rev else "`"), "",
-             (f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-              f"1-min load average {load[0]:.1f} at the end. Each N in a fresh interpreter; decoding workers 0."), ""]
-    for label, rows in results.items():
-        lines += table(label, rows) + [""]
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        args.markdown.write_text("# Data step memory: 10k vs 100k samples\n\n" + text)
-    if not args.workdir:
+    load_before = load_average()
+    print(f"load average before: {load_before}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-memory-", dir=args.workdir))
+    try:
+        root = work / "data"
+        root.mkdir()
+        make_dataset(root, max(args.sizes))
+        contenders = []
+        for n in args.sizes:
+            jsonl = work / f"in-{n}.jsonl"
+            with (root / "samples.jsonl").open("rb") as source, jsonl.open("wb") as target:
+                target.writelines(line for _, line in zip(range(n), source))
+            for name in ("ours", "plain"):
+                contenders.append(Contender(f"{name}-{n}", [sys.executable, __file__, "--child", name, "--input", str(jsonl),
+                                                            "--root", str(root), "--out", str(work / "out"),
+                                                            "--chunk-size", str(args.chunk_size)]))
+        results = run_rounds(contenders, args.rounds)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
+    for runs in results.values():  # both contenders must have kept the same samples
+        if len({(r["n_in"], r["kept"]) for r in runs}) != 1:
+            raise RuntimeError(f"kept counts differ between rounds: {runs}")
+    for n in args.sizes:
+        ours, base = results[f"ours-{n}"][0], results[f"plain-{n}"][0]
+        if (ours["n_in"], ours["kept"]) != (base["n_in"], base["kept"]):
+            raise RuntimeError(f"at {n}: ours kept {ours['kept']} of {ours['n_in']}, plain {base['kept']} of {base['n_in']}")
+    small, large = min(args.sizes), max(args.sizes)
+    ratios = [compare(results, f"ours-{n}", f"plain-{n}", "seconds", label=f"data step, {n} samples") for n in args.sizes]
+    ratios += [compare(results, f"ours-{large}", f"ours-{small}", "peak_mb", "<=", RATIO_TARGET, "data step peak RSS"),
+               compare(results, f"ours-{large}", f"ours-{small}", "grow_mb", label="data step peak RSS over imports")]
+    for ratio in ratios:
+        print(ratio.line())
+    for name, runs in results.items():
+        print(f"  {name}: peak {max(r['peak_mb'] for r in runs):.0f} MB, over imports {max(r['grow_mb'] for r in runs):.1f} MB, "
+              f"kept {runs[0]['kept']} of {runs[0]['n_in']}")
+    print(f"load average after: {load_average()}")
+    if args.json:
+        command = (f"python benchmarks/bench_memory.py --sizes {' '.join(map(str, args.sizes))} "
+                   f"--chunk-size {args.chunk_size} --rounds {args.rounds}")
+        write_json(args.json, "Data step (memory, time)", command, ratios, load_before,
+                   "Both contenders import the platform (same RSS baseline); decoding workers 0.")
 
 
 if __name__ == "__main__":

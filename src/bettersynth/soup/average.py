@@ -19,17 +19,20 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
 
 from bettersynth.soup.checkpoint import SINGLE_FILE, Checkpoint, TensorInfo, check_compatible
+from bettersynth.soup.mapped import MappedCheckpoint
 from bettersynth.soup.writer import ShardWriter, plan_shards, write_index
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
+# Elements per piece of a tensor: 4 MiB of fp32 accumulator, which stays in a core's cache.
+CHUNK_ELEMENTS = 1 << 20
 
 
 def normalise_weights(weights: Sequence[float] | None, count: int) -> list[float]:
@@ -69,11 +72,12 @@ def average_checkpoints(
     used = [(ckpt, w) for ckpt, w in zip(checkpoints, weights) if w > 0]
     shards = plan_shards(checkpoints[0].tensors, max_shard_bytes)
     log.info("averaging %d checkpoints into %s (%d shard(s))", len(used), out_dir, len(shards))
-    with staged(out_dir) as staging:
+    with ExitStack() as maps, staged(out_dir) as staging:
+        mixer = _Mixer([(maps.enter_context(MappedCheckpoint(ckpt)), w) for ckpt, w in used])
         for shard in shards:
             with ShardWriter(staging / shard.file, shard.tensors) as writer:
                 for name, info in shard.tensors.items():
-                    writer.write(name, _mix(name, info, used))
+                    writer.write_parts(name, mixer.parts(name, info))
         if len(shards) > 1 or shards[0].file != SINGLE_FILE:
             write_index(staging, shards)
         _copy_extra_files(checkpoints[0], staging)
@@ -120,23 +124,62 @@ def check_out_dir(out_dir: Path) -> None:
         raise ValueError(f"out_dir: {out_dir} already exists and is not empty")
 
 
-def _mix(name: str, info: TensorInfo, used: list[tuple[Checkpoint, float]]) -> torch.Tensor:
-    if not info.dtype.is_floating_point:
-        first_ckpt, _ = used[0]
-        first = first_ckpt.read(name)
-        for ckpt, _ in used[1:]:
-            if not torch.equal(first, ckpt.read(name)):
+class _Mixer:
+    """Weighted sums of one tensor at a time, in pieces of at most ``CHUNK_ELEMENTS``.
+
+    Each piece is added straight from the ingredients' mapped pages into an
+    accumulator reused for every other piece (small enough to stay in cache),
+    cast into a reused output buffer and handed to the writer: no per-tensor
+    allocation, and each ingredient byte is read once.
+    """
+
+    def __init__(self, used: list[tuple[MappedCheckpoint, float]]) -> None:
+        self.used = used
+        self._buffers: dict[tuple[torch.dtype, int], torch.Tensor] = {}
+        self._slot = 0  # two sets of buffers, alternated: the writer is still writing the last part
+
+    def _buffer(self, dtype: torch.dtype, count: int) -> torch.Tensor:
+        buffer = self._buffers.get((dtype, self._slot))
+        if buffer is None:
+            buffer = self._buffers[dtype, self._slot] = torch.empty(CHUNK_ELEMENTS, dtype=dtype)
+        return buffer[:count]
+
+    def parts(self, name: str, info: TensorInfo) -> Iterator[torch.Tensor]:
+        numel = info.nbytes // info.dtype.itemsize
+        for lo in range(0, numel, CHUNK_ELEMENTS):
+            hi = min(lo + CHUNK_ELEMENTS, numel)
+            yield self._mix(name, info, lo, hi) if info.dtype.is_floating_point else self._same(name, info, lo, hi)
+            self._slot ^= 1
+
+    def _mix(self, name: str, info: TensorInfo, lo: int, hi: int) -> torch.Tensor:
+        accumulate = torch.promote_types(info.dtype, torch.float32)
+        total = self._buffer(accumulate, hi - lo)
+        (first, first_weight), rest = self.used[0], self.used[1:]
+        if accumulate == info.dtype:
+            torch.mul(first.view(name, lo, hi), first_weight, out=total)
+        else:  # cast first: bf16 * w would round in bf16
+            total.copy_(first.view(name, lo, hi)).mul_(first_weight)
+        first.release(name, lo, hi)  # one ingredient's piece mapped at a time, whatever N is
+        for mapped, weight in rest:
+            total.add_(mapped.view(name, lo, hi), alpha=weight)
+            mapped.release(name, lo, hi)
+        if accumulate == info.dtype:
+            return total
+        return self._buffer(info.dtype, hi - lo).copy_(total)
+
+    def _same(self, name: str, info: TensorInfo, lo: int, hi: int) -> torch.Tensor:
+        (first, _), rest = self.used[0], self.used[1:]
+        part = self._buffer(info.dtype, hi - lo).copy_(first.view(name, lo, hi))
+        first.release(name, lo, hi)
+        for mapped, _ in rest:
+            same = torch.equal(part, mapped.view(name, lo, hi))
+            mapped.release(name, lo, hi)
+            if not same:
                 raise ValueError(
                     f"non-floating tensor {name!r} ({info.dtype}) differs between "
-                    f"{first_ckpt.path} and {ckpt.path}; it can be copied but not averaged"
+                    f"{first.checkpoint.path} and {mapped.checkpoint.path}; it can be copied but not averaged"
                 )
-        return first
-    accumulate = torch.promote_types(info.dtype, torch.float32)
-    (first_ckpt, first_weight), rest = used[0], used[1:]
-    total = first_ckpt.read(name).to(accumulate).mul_(first_weight)
-    for ckpt, weight in rest:
-        total.add_(ckpt.read(name).to(accumulate).mul_(weight))
-    return total.to(info.dtype)
+        return part
 
 
 def _copy_extra_files(checkpoint: Checkpoint, staging: Path) -> None:

@@ -87,7 +87,11 @@ class Checkpoint:
         tensors: dict[str, TensorInfo] = {}
         for file in files:
             data_start, offsets = _data_offsets(path / file)
-            with safe_open(path / file, framework="pt") as handle:
+            try:
+                handle = safe_open(path / file, framework="pt")
+            except Exception as exc:  # safetensors' own error type names neither file nor checkpoint
+                raise ValueError(f"checkpoint {path}: {file} is not a complete safetensors file ({exc})") from None
+            with handle:
                 for name in handle.keys():
                     if name in tensors:
                         raise ValueError(f"checkpoint {path}: tensor {name!r} is stored twice")
