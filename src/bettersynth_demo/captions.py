@@ -1,8 +1,8 @@
 """Truthful template captions for a ``Scene``, and the ways a caption gets corrupted.
 
 Why: filters are judged by whether they drop the pairs whose text lies about the image,
-so each corruption changes exactly one known thing (a colour, a shape, a count, the whole
-caption, or its length) and says what it changed.
+so each corruption changes exactly one known thing (a colour, a shape, a count, a position,
+the whole caption, or its length) and says what it changed.
 
 Example::
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 from bettersynth.core.registry import Registry
-from bettersynth_demo.scene import COLOURS, SHAPES, ObjectGroup, Scene
+from bettersynth_demo.scene import COLOURS, POSITIONS, SHAPES, ObjectGroup, Scene
 
 MIN_WORDS = 10  # words_num_filter's default minimum; clean captions always reach it
 POSITION_PHRASES = {
@@ -119,6 +119,21 @@ def wrong_count(scene: Scene, rng: random.Random, pool: Sequence[tuple[str, Scen
     claimed = rng.choice([n for n in (1, 2, 3, 4) if n != group.count])
     lie = _with_group(scene, index, replace(group, count=claimed))
     return Corrupted(caption(lie, rng), {"group": index, "true": group.count, "claimed": claimed})
+
+
+@CORRUPTIONS.register("wrong_position")
+def wrong_position(scene: Scene, rng: random.Random, pool: Sequence[tuple[str, Scene]]) -> Corrupted:
+    """One group is said to sit where nothing is drawn (no group, no sign).
+
+    Why: the proxy scorer's hard negatives swap colours, shapes, counts and words but
+    never positions, so this is the corruption its filter meets without having been taught it.
+    """
+    index = rng.randrange(len(scene.objects))
+    group = scene.objects[index]
+    taken = {g.position for g in scene.objects} | ({scene.sign_band} if scene.word else set())
+    claimed = rng.choice([p for p in POSITIONS if p not in taken])
+    lie = _with_group(scene, index, replace(group, position=claimed))
+    return Corrupted(caption(lie, rng), {"group": index, "true": group.position, "claimed": claimed})
 
 
 @CORRUPTIONS.register("unrelated")

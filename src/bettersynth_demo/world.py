@@ -13,7 +13,11 @@ Layout under ``root``::
     eval/mmbench/mmbench_dev.tsv                  base64 PNG images, circular copies included
     heldout/textvqa/..., heldout/mmbench/...      same formats, disjoint scenes (soup selection)
     world_labels.json                             seed id -> {"corrupted", "kind", ...}
+    scene_index.json                              split -> the scenes it drew (all but the seed's)
     world_config.json                             the WorldConfig that built it
+
+Evaluation and held-out scenes are drawn last, outside every scene (and every
+rendered image) a training split shows, so no benchmark image was trained on.
 
 Example::
 
@@ -28,6 +32,7 @@ import json
 import logging
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,6 +49,7 @@ from bettersynth_demo.benchmarks import (
     write_textvqa,
 )
 from bettersynth_demo.captions import CORRUPTIONS, caption
+from bettersynth_demo.ledger import SceneLedger
 from bettersynth_demo.questions import QUESTIONS
 from bettersynth_demo.render import MIN_SIZE, encode_image, render_scene
 from bettersynth_demo.scene import Scene, random_scene
@@ -52,7 +58,9 @@ logger = logging.getLogger(__name__)
 
 FIRST_TEXTVQA_QUESTION_ID = 34602  # where the official TextVQA val question ids start
 INSTRUCT_KINDS = ("colour", "shape", "count", "position", "word")
-_OUTPUTS = ("seed", "instruct", "eval", "heldout", "world_labels.json", "world_config.json")
+_OUTPUTS = ("seed", "instruct", "eval", "heldout", "world_labels.json", "scene_index.json", "world_config.json")
+# The corruption kinds of the demo world (the proxy world adds wrong_position); spread evenly in this order.
+DEMO_CORRUPTIONS = ("too_short", "unrelated", "wrong_colour", "wrong_count", "wrong_shape")
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,13 @@ class WorldConfig:
     n_heldout_mmbench: int = 16  # held-out MMBench questions, for greedy soup selection
     image_size: int = 64  # side of the square RGB images in pixels (at least 64)
     word_prob: float = 0.5  # share of seed, instruct and MMBench images that show a word
+    corruptions: tuple[str, ...] = DEMO_CORRUPTIONS  # kinds of corrupted seed captions, in equal shares
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "corruptions", tuple(self.corruptions))  # a list when read back from JSON
+        unknown = [kind for kind in self.corruptions if kind not in CORRUPTIONS]
+        if unknown or not self.corruptions:
+            raise ValueError(f"corruptions: unknown or none {unknown}; known: {CORRUPTIONS.names()}")
         if self.n_seed_samples < 2:
             raise ValueError(f"n_seed_samples must be at least 2, got {self.n_seed_samples}")
         for name in ("n_instruct", "n_textvqa", "n_mmbench", "n_heldout_textvqa", "n_heldout_mmbench"):
@@ -113,6 +126,7 @@ class WorldPaths:
     heldout_textvqa: TextVQAPaths
     heldout_mmbench_tsv: Path
     labels: Path  # world_labels.json: the answer key, never read by the pipeline
+    scene_index: Path  # scene_index.json: the scenes of every split but the seed's (those are in the key)
     config: Path  # world_config.json
 
     @classmethod
@@ -129,17 +143,31 @@ class WorldPaths:
             heldout_textvqa=TextVQAPaths.under(root / "heldout" / "textvqa"),
             heldout_mmbench_tsv=root / "heldout" / "mmbench" / "mmbench_dev.tsv",
             labels=root / "world_labels.json",
+            scene_index=root / "scene_index.json",
             config=root / "world_config.json",
         )
 
 
-def build_world(root: Path, config: WorldConfig = WorldConfig()) -> WorldPaths:
-    """Write a demo world under ``root``, replacing an earlier demo world there."""
+MoreTraining = Callable[[WorldPaths, SceneLedger], None]  # writes more training splits, adding their scenes
+
+
+def build_world(root: Path, config: WorldConfig = WorldConfig(), more_training: MoreTraining | None = None) -> WorldPaths:
+    """Write a demo world under ``root``, replacing an earlier demo world there.
+
+    ``more_training`` writes a caller's own training splits (the proxy world's
+    instruction and clean sets) after the seed and instruction sets and before
+    the benchmarks, recording their scenes in the ledger it gets, so that the
+    benchmarks are drawn outside them too.
+    """
     paths = WorldPaths.under(root)
     _clear(paths)
-    _build_seed(paths, config)
-    _build_instruct(paths, config)
-    _build_benchmarks(paths, config)
+    ledger = SceneLedger(config.image_size)
+    _build_seed(paths, config, ledger)
+    _build_instruct(paths, config, ledger)
+    if more_training is not None:
+        more_training(paths, ledger)
+    _build_benchmarks(paths, config, ledger)
+    write_json(paths.scene_index, ledger.index(leave_out=("seed",)))
     write_json(paths.config, asdict(config))
     logger.info("built demo world under %s (%d seed samples)", paths.root, config.n_seed_samples)
     return paths
@@ -187,24 +215,24 @@ def _clear(paths: WorldPaths) -> None:
     root.mkdir(parents=True, exist_ok=True)
 
 
-def _unique_scenes(rng: random.Random, n: int, word_prob: float, seen: set[tuple]) -> list[Scene]:
+def _unique_scenes(rng: random.Random, n: int, word_prob: float, seen: SceneLedger, split: str) -> list[Scene]:
+    """``n`` scenes none of which ``seen`` holds (by key or by pixels), each recorded there under ``split``."""
     scenes: list[Scene] = []
     for _ in range(100 * n + 100):
         if len(scenes) == n:
             break
         scene = random_scene(rng, word_prob)
-        if scene.key() not in seen:
-            seen.add(scene.key())
+        if scene not in seen:
+            seen.add(scene, split)
             scenes.append(scene)
     else:
         raise ValueError(f"n: cannot draw {n} distinct scenes")
     return scenes
 
 
-def _build_benchmarks(paths: WorldPaths, config: WorldConfig) -> None:
-    """Eval, then held-out: ids continue across the two, and no scene appears in both."""
+def _build_benchmarks(paths: WorldPaths, config: WorldConfig, seen: SceneLedger) -> None:
+    """Eval, then held-out, outside every scene ``seen`` holds: ids continue across the two, no scene repeats."""
     textvqa_rng, mmbench_rng = _rng(config, "textvqa"), _rng(config, "mmbench")
-    seen: set[tuple] = set()
     splits = [
         ("eval", paths.textvqa, config.n_textvqa, 0, paths.mmbench_tsv, config.n_mmbench, 0),
         ("heldout", paths.heldout_textvqa, config.n_heldout_textvqa, config.n_textvqa,
@@ -213,14 +241,14 @@ def _build_benchmarks(paths: WorldPaths, config: WorldConfig) -> None:
     for split, textvqa, n_textvqa, first_qid, mmbench, n_mmbench, first_index in splits:
         write_textvqa(
             textvqa.folder,
-            _unique_scenes(textvqa_rng, n_textvqa, 1.0, seen),
+            _unique_scenes(textvqa_rng, n_textvqa, 1.0, seen, f"{split}/textvqa"),
             textvqa_rng,
             split=split,
             first_question_id=FIRST_TEXTVQA_QUESTION_ID + first_qid,
             image_size=config.image_size,
             seed=config.seed,
         )
-        scenes = _unique_scenes(mmbench_rng, n_mmbench, config.word_prob, seen)
+        scenes = _unique_scenes(mmbench_rng, n_mmbench, config.word_prob, seen, f"{split}/mmbench")
         write_mmbench(mmbench, scenes, mmbench_rng, first_index=first_index, image_size=config.image_size)
 
 
@@ -229,14 +257,14 @@ def _save_image(scene: Scene, path: Path, size: int) -> None:
     path.write_bytes(encode_image(render_scene(scene, size), "png"))
 
 
-def _build_seed(paths: WorldPaths, config: WorldConfig) -> None:
+def _build_seed(paths: WorldPaths, config: WorldConfig, ledger: SceneLedger) -> None:
     """Captions, a fixed share of them corrupted with kinds spread evenly; labels kept apart."""
     rng = _rng(config, "seed")
     n = config.n_seed_samples
     ids = [f"seed-{i:05d}" for i in range(n)]
     scenes = [random_scene(rng, config.word_prob) for _ in range(n)]
     corrupted = sorted(rng.sample(range(n), round(n * config.mismatch_fraction)))
-    kinds = [CORRUPTIONS.names()[j % len(CORRUPTIONS.names())] for j in range(len(corrupted))]
+    kinds = [config.corruptions[j % len(config.corruptions)] for j in range(len(corrupted))]
     rng.shuffle(kinds)
     kind_of = dict(zip(corrupted, kinds))
     pool = list(zip(ids, scenes))
@@ -251,6 +279,7 @@ def _build_seed(paths: WorldPaths, config: WorldConfig) -> None:
             text = caption(scene, rng)
         label["truth"] = scene.to_json()
         labels[sample_id] = label
+        ledger.add(scene, "seed")
         image = f"images/{sample_id}.png"
         _save_image(scene, paths.seed_jsonl.parent / image, config.image_size)
         samples.append(Sample(id=sample_id, text=caption_text(text), images=[image]))
@@ -258,7 +287,7 @@ def _build_seed(paths: WorldPaths, config: WorldConfig) -> None:
     write_json(paths.labels, labels)
 
 
-def _build_instruct(paths: WorldPaths, config: WorldConfig) -> None:
+def _build_instruct(paths: WorldPaths, config: WorldConfig, ledger: SceneLedger) -> None:
     """1–3 question turns per image, sometimes with a request for a description."""
     rng = _rng(config, "instruct")
     records = []
@@ -275,6 +304,7 @@ def _build_instruct(paths: WorldPaths, config: WorldConfig) -> None:
             conversations.append({"from": "gpt", "value": answer})
         image = f"images/{sample_id}.png"
         _save_image(scene, paths.instruct_json.parent / image, config.image_size)
+        ledger.add(scene, "instruct")
         records.append({"id": sample_id, "image": image, "conversations": conversations})
     write_json(paths.instruct_json, records)
 

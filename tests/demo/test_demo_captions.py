@@ -17,7 +17,7 @@ from PIL import Image
 from bettersynth.data.jsonl import read_jsonl
 from bettersynth_demo.render import cell_box
 from bettersynth_demo.scene import COLOURS
-from bettersynth_demo.world import WorldConfig, WorldPaths, build_world
+from bettersynth_demo.world import DEMO_CORRUPTIONS, WorldConfig, WorldPaths, build_world
 
 COUNT = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
 GROUP_RE = re.compile(
@@ -46,7 +46,8 @@ def truth_groups(label: dict) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> WorldPaths:
-    return build_world(tmp_path_factory.mktemp("world"), WorldConfig(seed=11, n_instruct=0))
+    kinds = (*DEMO_CORRUPTIONS, "wrong_position")  # the proxy world's kinds: 90 corrupted, 15 of each
+    return build_world(tmp_path_factory.mktemp("world"), WorldConfig(seed=11, n_instruct=0, corruptions=kinds))
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +73,13 @@ def test_demo_clean_captions_tell_the_truth(captions: dict[str, str], labels: di
     assert len(phrasings) >= 4
 
 
-@pytest.mark.parametrize("kind, field", [("wrong_colour", 1), ("wrong_shape", 0), ("wrong_count", 2)])
+@pytest.mark.parametrize("kind, field", [("wrong_colour", 1), ("wrong_shape", 0), ("wrong_count", 2),
+                                         ("wrong_position", 3)])
 def test_demo_attribute_corruptions_change_one_field(
     captions: dict[str, str], labels: dict[str, dict], kind: str, field: int
 ) -> None:
     cases = [sid for sid, label in labels.items() if label["kind"] == kind]
-    assert len(cases) == 18
+    assert len(cases) == 15
     for sid in cases:
         label, truth = labels[sid], truth_groups(labels[sid])
         claimed, word = parse(captions[sid])
@@ -88,13 +90,15 @@ def test_demo_attribute_corruptions_change_one_field(
         got, want = claimed[label["group"]], truth[label["group"]]
         assert [j for j in range(4) if got[j] != want[j]] == [field]
         assert got[field] == label["claimed"] and want[field] == label["true"] != label["claimed"]
-        if kind != "wrong_count":  # the claimed colour/shape is nowhere in the image
+        if kind != "wrong_count":  # the claimed colour/shape/position is nowhere in the image
             assert label["claimed"] not in {g[field] for g in truth}
+        if kind == "wrong_position" and label["truth"]["word"]:  # nor where the sign is
+            assert label["claimed"] != label["truth"]["sign_band"]
 
 
 def test_demo_unrelated_captions_describe_another_image(captions: dict[str, str], labels: dict[str, dict]) -> None:
     cases = [sid for sid, label in labels.items() if label["kind"] == "unrelated"]
-    assert len(cases) == 18
+    assert len(cases) == 15
     for sid in cases:
         source = labels[sid]["source_id"]
         assert source != sid
@@ -105,7 +109,7 @@ def test_demo_unrelated_captions_describe_another_image(captions: dict[str, str]
 
 def test_demo_short_captions_are_short_but_true(captions: dict[str, str], labels: dict[str, dict]) -> None:
     cases = [sid for sid, label in labels.items() if label["kind"] == "too_short"]
-    assert len(cases) == 18
+    assert len(cases) == 15
     for sid in cases:
         assert n_words(captions[sid]) < 10
         claimed, _ = parse(captions[sid])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -99,7 +98,7 @@ def test_demo_rebuild_replaces_old_world_and_refuses_foreign_folder(tmp_path: Pa
     build_world(tmp_path / "w", WorldConfig(n_seed_samples=30, n_instruct=3))
     paths = build_world(tmp_path / "w", small)
     assert len(list(paths.seed_images.iterdir())) == 10
-    assert json.loads(paths.config.read_text()) == asdict(small)
+    assert WorldConfig(**json.loads(paths.config.read_text())) == small
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
@@ -110,7 +109,8 @@ def test_demo_rebuild_replaces_old_world_and_refuses_foreign_folder(tmp_path: Pa
 
 @pytest.mark.parametrize(
     "field, value",
-    [("n_seed_samples", 1), ("mismatch_fraction", 1.5), ("image_size", 32), ("n_instruct", -1), ("word_prob", -0.1)],
+    [("n_seed_samples", 1), ("mismatch_fraction", 1.5), ("image_size", 32), ("n_instruct", -1), ("word_prob", -0.1),
+     ("corruptions", ("wrong_colour", "wrong_colur")), ("corruptions", ())],
 )
 def test_demo_config_validation_names_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):

@@ -7,16 +7,34 @@ import time
 from pathlib import Path
 
 
+def write_world_only(workspace: Path) -> int:
+    """Write the proxy world alone and say whether any benchmark image shows a trained image's pixels."""
+    from bettersynth_demo.leakage import benchmark_images, shared_pixels
+    from bettersynth_demo.proxy.config import WORLD_DIR
+    from bettersynth_demo.proxy.world import ProxyWorldConfig, build_proxy_world
+
+    paths = build_proxy_world(workspace.resolve() / WORLD_DIR, ProxyWorldConfig())
+    images = benchmark_images(paths.world)
+    shared = shared_pixels(images, paths.training_images())
+    print(f"proxy world written to {paths.root} (scenes of every split but the seed's: {paths.world.scene_index})")
+    for split, found in images.items():
+        print(f"{split}: {len(found)} images, {len(shared[split])} with the pixels of a training image"
+              + "".join(f"\n  {name} ({source})" for name, source in shared[split]))
+    return 1 if any(shared.values()) else 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.world_only:
+        return write_world_only(Path(args.workspace))
     import torch
 
-    from bettersynth_demo.proxy.config import ProxyConfig, ProxyModels
+    from bettersynth_demo.proxy.config import SEEDS, ProxyConfig, ProxyModels
     from bettersynth_demo.proxy.experiment import format_table, run_proxy
 
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.monotonic()
-    config = ProxyConfig(workspace=Path(args.workspace), seeds=args.seeds, recipes=tuple(args.recipes),
+    config = ProxyConfig(workspace=Path(args.workspace), seeds=args.seeds or list(SEEDS), recipes=tuple(args.recipes),
                          soup_methods=tuple(args.soup_methods), tracking_uri=args.tracking_uri, arch=args.arch)
     models = ProxyModels.load(config.workspace) if args.reuse_models else None
     if models is not None and models.world.load_config() != config.world:
@@ -33,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     parser = subparsers.add_parser("proxy", help="compare shipped recipes in the proxy world (trained models, CPU)")
     parser.add_argument("--workspace", default="proxy", help="DVC project for the proxy world, models and MLflow")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="finetune seeds per recipe")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="independent seeds per recipe, each its own stage 1 and stage 2, paired across recipes "
+                             "(default: 0 1 2 3 4)")
     parser.add_argument("--recipes", nargs="+", default=["no-filter", "similarity", "similarity-recaption"])
     parser.add_argument("--soup-methods", nargs="+", default=["greedy"], choices=["uniform", "greedy", "maximum"],
                         help="one soup of each recipe's seeds per method (each adds about 35 s a recipe)")
@@ -43,4 +63,6 @@ def register(subparsers) -> None:
     parser.add_argument("--reuse-models", action="store_true",
                         help="skip building the world and training its models when this workspace has them")
     parser.add_argument("--tracking-uri", help="MLflow server (default: sqlite mlflow.db in the workspace)")
+    parser.add_argument("--world-only", action="store_true",
+                        help="write the proxy world alone (seconds) and check its benchmarks against its training images")
     parser.set_defaults(run=run)

@@ -63,6 +63,26 @@ def label_report(world: ProxyWorldPaths, variant_dir: Path, trained_ids: set[str
             "recaptioned_truthful": truthful, "truthful": len(originals) - corrupted + truthful}
 
 
+def filter_recall(world: ProxyWorldPaths, variant_dir: Path) -> dict[str, list[int]]:
+    """Per corruption kind, [removed, total]: seed samples of that kind the recipe's filters dropped.
+
+    A seed sample survived the filters when it is in the variant itself or as the
+    source of a re-caption (the caption step replaces the samples it rewrites).
+    """
+    labels = json.loads(world.world.labels.read_text(encoding="utf-8"))
+    kept = set()
+    for sample in read_jsonl(Path(variant_dir) / "samples.jsonl"):
+        if isinstance(sample, Sample):
+            kept.add(str(source_id(sample)) if source_id(sample) is not None else sample.id)
+    recall: dict[str, list[int]] = {}
+    for sample_id, label in labels.items():
+        if label["corrupted"]:
+            counts = recall.setdefault(label["kind"], [0, 0])
+            counts[0] += sample_id not in kept
+            counts[1] += 1
+    return dict(sorted(recall.items()))
+
+
 def scorer_auc(world: ProxyWorldPaths, model_dir: Path) -> dict[str, float]:
     """ROC AUC of the scorer's similarity, truthful seed captions over corrupted ones: overall and per kind."""
     from bettersynth_demo.proxy.scorer import pair_similarities, roc_auc

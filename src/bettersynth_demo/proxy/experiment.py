@@ -7,9 +7,14 @@ models (trained by ``scorer.py``, ``base_model.py`` and the platform's own
 ``train_stage``), then one ``data_centric_loop`` run per recipe through
 ``kfp.local``, logged to MLflow like the quickstart, and a closing table.
 
-The answer key (``world_labels.json``) is read only by ``audit.label_report``
-after the runs, to say how clean each trained set really was; no step sees it
-(``pipeline_run.sealed`` moves it out of the workspace while the pipeline runs).
+The answer key (``world_labels.json``) is read only by ``audit`` after the
+runs, to say how clean each trained set really was and what share of each
+corruption kind the filters removed; no step sees it (``pipeline_run.sealed``
+moves it out of the workspace while the pipeline runs).
+
+Each recipe trains every seed of ``ProxyConfig.seeds`` from its own stage 1;
+the same seed trains every recipe, so the gain over no filter is paired by
+seed, and the table gives its mean with a paired bootstrap 95 % interval.
 
 Example::
 
@@ -33,9 +38,11 @@ from bettersynth.core.sample import Sample
 from bettersynth.data.jsonl import read_jsonl
 from bettersynth.data.llava import LLAVA_IMAGE_TOKEN, dj_to_llava
 from bettersynth.engine.captioning import DEFAULT_CHAT_PROMPT
-from bettersynth_demo.proxy.audit import label_report, scorer_auc
+from bettersynth.reports.bootstrap import GainInterval, paired_bootstrap
+from bettersynth_demo.proxy.audit import filter_recall, label_report, scorer_auc
 from bettersynth_demo.proxy.base_model import train_language_model
-from bettersynth_demo.proxy.config import MODELS_FILE, ProxyConfig, ProxyModels
+from bettersynth_demo.proxy.baselines import BASELINE_NAMES, trivial_baselines
+from bettersynth_demo.proxy.config import MODELS_FILE, WORLD_DIR, ProxyConfig, ProxyModels
 from bettersynth_demo.proxy.pipeline_run import run_pipeline
 from bettersynth_demo.proxy.recipes import CAPTIONER, RECIPES, SCORER, RecipeSpec
 from bettersynth_demo.proxy.scorer import (
@@ -44,6 +51,7 @@ from bettersynth_demo.proxy.scorer import (
     train_scorer,
 )
 from bettersynth_demo.proxy.world import (
+    UNSEEN_CORRUPTION,
     ProxyWorldPaths,
     build_proxy_world,
     pretraining_corpus,
@@ -58,7 +66,7 @@ def prepare_models(config: ProxyConfig) -> ProxyModels:
     workspace = Path(config.workspace).resolve()
     timings: dict[str, float] = {}
     started = time.monotonic()
-    world = build_proxy_world(workspace / "data" / "proxy", config.world)
+    world = build_proxy_world(workspace / WORLD_DIR, config.world)
     timings["world"] = time.monotonic() - started
     models = workspace / "models" / "proxy"
     captions, chats = pretraining_corpus(world)
@@ -137,12 +145,30 @@ class RecipeRow:
     parent_run_id: str
     seconds: float
     labels: dict[str, Any] = field(default_factory=dict)  # answer-key audit, filled after the runs
+    recall: dict[str, list[int]] = field(default_factory=dict)  # corruption kind -> [removed, total] by the filters
 
     def mean(self, metric: str) -> float:
         return statistics.fmean(scores[metric] for scores in self.finetunes.values())
 
 
 METRICS = ("textvqa", "mmbench_circular")
+BASELINE = "no-filter"  # the recipe every other one is compared with
+
+
+def gains(rows: list[RecipeRow], baseline: str = BASELINE) -> dict[str, dict[str, GainInterval]]:
+    """Recipe -> metric -> the gain over ``baseline``, paired by seed (the seeds both trained)."""
+    base = next((row for row in rows if row.recipe == baseline), None)
+    result: dict[str, dict[str, GainInterval]] = {}
+    if base is None:
+        return result
+    for row in rows:
+        seeds = sorted(set(row.finetunes) & set(base.finetunes))
+        if row is base or len(seeds) < 2:
+            continue
+        result[row.recipe] = {metric: paired_bootstrap([row.finetunes[s][metric] for s in seeds],
+                                                       [base.finetunes[s][metric] for s in seeds])
+                              for metric in METRICS}
+    return result
 
 
 def _row(name: str, spec: RecipeSpec, summary) -> RecipeRow:
@@ -186,12 +212,30 @@ def run_proxy(config: ProxyConfig, models: ProxyModels | None = None) -> dict[st
         spec = RECIPES.get(name)(models.threshold)
         row = _row(name, spec, run_pipeline(config, models, name, spec))
         row.labels = audit_variant(config, models.world, name)
+        row.recall = filter_recall(models.world, variant_dir(config, name))
         rows.append(row)
     result = {"rows": rows, "threshold": models.threshold, "timings": dict(models.timings),
               "scorer_auc": scorer_auc(models.world, models.model_root / SCORER),
-              "wall_seconds": time.monotonic() - started}
+              "baselines": trivial_baselines(models.world.world), "wall_seconds": time.monotonic() - started}
+    save_comparison(Path(config.workspace).resolve(), result)
     _log_comparison(config, result)
     return result
+
+
+COMPARISON_FILE = "proxy_comparison.json"  # the rows and settings behind the table, in the workspace
+
+
+def save_comparison(workspace: Path, result: dict[str, Any]) -> Path:
+    """Write the result next to the runs, before anything formats it: the table can always be made again."""
+    path = Path(workspace) / COMPARISON_FILE
+    path.write_text(json.dumps({**result, "rows": [asdict(row) for row in result["rows"]]}, indent=2))
+    return path
+
+
+def load_comparison(workspace: Path) -> dict[str, Any]:
+    """What ``run_proxy`` wrote to ``workspace``, rows as ``RecipeRow``: ``format_table`` takes it again."""
+    data = json.loads((Path(workspace) / COMPARISON_FILE).read_text())
+    return {**data, "rows": [RecipeRow(**row) for row in data["rows"]]}
 
 
 def _log_comparison(config: ProxyConfig, result: dict[str, Any]) -> None:
@@ -200,7 +244,13 @@ def _log_comparison(config: ProxyConfig, result: dict[str, Any]) -> None:
             config.experiment).experiment_id):
         mlflow.log_params({"seeds": config.seeds, "recipes": ",".join(config.recipes),
                            "similarity_threshold": result["threshold"]})
+        for recipe, by_metric in gains(result["rows"]).items():
+            for metric, gain in by_metric.items():
+                mlflow.log_metrics({f"{recipe}/gain_over_{BASELINE}/{metric}/{end}": value
+                                    for end, value in (("mean", gain.mean), ("low", gain.low), ("high", gain.high))})
         for row in result["rows"]:
+            for kind, (removed, total) in row.recall.items():
+                mlflow.log_metric(f"{row.recipe}/filter_recall/{kind}", removed / total)
             for metric in METRICS:
                 mlflow.log_metric(f"{row.recipe}/finetune_mean/{metric}", row.mean(metric))
                 for method, scores in row.soups.items():
@@ -210,6 +260,7 @@ def _log_comparison(config: ProxyConfig, result: dict[str, Any]) -> None:
                 mlflow.log_metric(f"{row.recipe}/truthful_share", row.labels["truthful"] / row.labels["samples"])
         mlflow.log_metrics({f"prepare/{k}_seconds": v for k, v in result["timings"].items()})
         mlflow.log_metrics({f"scorer_auc/{k}": v for k, v in result["scorer_auc"].items()})
+        mlflow.log_metrics({f"baseline/{k}": v for k, v in result.get("baselines", {}).items()})
         mlflow.log_metric("wall_seconds", result["wall_seconds"])
         mlflow.log_text(format_table(result), "comparison.txt")
         mlflow.log_dict({"rows": [asdict(row) for row in result["rows"]]}, "comparison.json")
@@ -225,6 +276,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [f"scorer ROC AUC, truthful over corrupted seed captions: {auc.get('overall', float('nan')):.3f} ("
              + ", ".join(f"{kind} {value:.2f}" for kind, value in auc.items() if kind != "overall") + ")",
              f"similarity threshold (95 % of clean held-out pairs kept): {result['threshold']}",
+             *baseline_lines(result.get("baselines", {})),
              f"{'recipe':<22}{'kept':>6}{'truthful':>10}{'recap':>7}  {'model':<14}{'TextVQA':>9}{'MMBench':>9}"]
     for row in result["rows"]:
         entries = [(label, scores) for label, scores in sorted(row.finetunes.items())]
@@ -236,4 +288,42 @@ def format_table(result: dict[str, Any]) -> str:
         for i, (label, scores) in enumerate(entries):
             head = f"{row.recipe:<22}{row.kept:>6}{truthful:>10}{recap:>7}" if i == 0 else " " * 45
             lines.append(f"{head}  {label:<14}{scores['textvqa']:>9.2f}{scores['mmbench_circular']:>9.2f}")
-    return "\n".join(lines)
+    return "\n".join(lines + gain_lines(result["rows"]) + recall_lines(result["rows"]))
+
+
+def baseline_lines(baselines: dict[str, float]) -> list[str]:
+    """The floors a model must clear, on one line (none when the result has none)."""
+    if not baselines:
+        return []
+    return ["trivial baselines (no image): " + ", ".join(f"{BASELINE_NAMES[k]} {v:.2f}" for k, v in baselines.items())]
+
+
+def gain_lines(rows: list[RecipeRow]) -> list[str]:
+    """Each recipe's gain over no filter: seed mean and paired bootstrap 95 % interval, per benchmark."""
+    found = gains(rows)
+    if not found:
+        return []
+    n = next(iter(next(iter(found.values())).values())).n
+    lines = [f"gain over {BASELINE}, mean of {n} paired seeds [paired bootstrap 95 % interval]:"]
+    for recipe, by_metric in found.items():
+        lines.append(f"  {recipe:<22}TextVQA {by_metric['textvqa'].describe()}")
+        lines.append(f"  {'':<22}MMBench {by_metric['mmbench_circular'].describe()}")
+    return lines
+
+
+def _share(counts: list[int]) -> str:
+    removed, total = counts
+    return f"{100 * removed / total:.0f} % ({removed} of {total})"
+
+
+def recall_lines(rows: list[RecipeRow]) -> list[str]:
+    """The filters' recall per corruption kind, and on its own line the kind the scorer never saw."""
+    lines = []
+    for row in rows:
+        if row.recall:
+            lines.append(f"filter recall, {row.recipe}: " + ", ".join(
+                f"{kind} {_share(counts)}" for kind, counts in row.recall.items()))
+    unseen = [f"{row.recipe} {_share(row.recall[UNSEEN_CORRUPTION])}" for row in rows if UNSEEN_CORRUPTION in row.recall]
+    if unseen:
+        lines.append(f"filter recall on {UNSEEN_CORRUPTION} (never a negative in scorer training): " + ", ".join(unseen))
+    return lines

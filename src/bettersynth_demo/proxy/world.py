@@ -7,11 +7,14 @@ outside the seed set: a clean image–caption corpus (``scorer/``, the stand-in
 for the web-scale data CLIP and the LM were pretrained on), whose scenes are
 disjoint from every seed scene. The seed set is larger than the training cap
 (as in the Better Synth challenge: 400k seed, 200k cap), so a filter changes
-*which* samples train, not how many steps run.
+*which* samples train, not how many steps run. The benchmarks are drawn after
+every training split (seed, instruction, scorer and calibration; the LM and the
+captioner learn from the scorer split), outside their scenes and rendered pixels.
 
 Layout under ``root``::
 
-    world/...                          the demo world (seed, instruct, eval, heldout, world_labels.json)
+    world/...                          the demo world (seed, instruct, eval, heldout, world_labels.json,
+                                       scene_index.json: every split's scenes but the seed's)
     scorer/samples.jsonl, images/      clean captions of scenes never in the seed set (Data-Juicer jsonl)
     scorer/calibration.jsonl           a clean slice of it kept out of scorer training (threshold choice)
     scorer/chat.json                   a caption, then questions about it answered from it (the LM's chat corpus)
@@ -43,12 +46,17 @@ from bettersynth_demo.benchmarks import (
     write_json,
 )
 from bettersynth_demo.captions import caption
+from bettersynth_demo.ledger import SceneLedger
 from bettersynth_demo.questions import QUESTIONS, ocr_tokens
 from bettersynth_demo.render import encode_image, render_scene
 from bettersynth_demo.scene import ObjectGroup, Scene, random_scene
-from bettersynth_demo.world import WorldConfig, WorldPaths, build_world
+from bettersynth_demo.world import DEMO_CORRUPTIONS, WorldConfig, WorldPaths, build_world
 
 CONFIG_FILE = "proxy_config.json"
+# The demo world's kinds plus one the scorer's hard negatives never make (they swap colour, shape,
+# count and word, never a position): the filter's recall on it is what it does untaught.
+UNSEEN_CORRUPTION = "wrong_position"
+PROXY_CORRUPTIONS = (*DEMO_CORRUPTIONS, UNSEEN_CORRUPTION)
 
 
 def default_world() -> WorldConfig:
@@ -62,7 +70,7 @@ def default_world() -> WorldConfig:
     """
     return WorldConfig(
         seed=0, n_seed_samples=1280, mismatch_fraction=0.5, n_instruct=0, n_textvqa=300, n_mmbench=300,
-        n_heldout_textvqa=150, n_heldout_mmbench=150, image_size=64, word_prob=0.5,
+        n_heldout_textvqa=150, n_heldout_mmbench=150, image_size=64, word_prob=0.5, corruptions=PROXY_CORRUPTIONS,
     )
 
 
@@ -108,6 +116,11 @@ class ProxyWorldPaths:
     def load_config(self) -> ProxyWorldConfig:
         return ProxyWorldConfig.from_json(json.loads(self.config.read_text(encoding="utf-8")))
 
+    def training_images(self) -> dict[str, Path]:
+        """The image folders of every training split: what no benchmark image may show."""
+        return {"seed": self.world.seed_images, "instruct": self.world.instruct_images,
+                "scorer and calibration": self.scorer_jsonl.parent / "images"}
+
 
 def build_proxy_world(root: Path, config: ProxyWorldConfig = ProxyWorldConfig()) -> ProxyWorldPaths:
     """Write the proxy world under ``root`` (replacing an earlier one there)."""
@@ -116,21 +129,18 @@ def build_proxy_world(root: Path, config: ProxyWorldConfig = ProxyWorldConfig())
     if root.exists() and any(root.iterdir()) and not paths.config.exists():
         raise ValueError(f"root: {root} is not empty and holds no proxy world (no {CONFIG_FILE})")
     root.mkdir(parents=True, exist_ok=True)
-    build_world(paths.world.root, replace(config.world, n_instruct=0))
+    shutil.rmtree(paths.scorer_jsonl.parent, ignore_errors=True)
+
+    def proxy_training(world: WorldPaths, ledger: SceneLedger) -> None:
+        exclude = {scene.key() for scene in ledger.splits["seed"]}
+        _build_instruct(world, config, exclude, ledger)
+        _build_clean_split(paths, config, exclude, ledger)
+
+    build_world(paths.world.root, replace(config.world, n_instruct=0), more_training=proxy_training)
     for textvqa in (paths.world.textvqa, paths.world.heldout_textvqa):
         _upper_case_ocr(textvqa.questions)
-    shutil.rmtree(paths.scorer_jsonl.parent, ignore_errors=True)
-    exclude = _seed_scene_keys(paths.world)
-    _build_instruct(paths.world, config, exclude)
-    _build_clean_split(paths, config, exclude)
     write_json(paths.config, config.to_json())
     return paths
-
-
-def _seed_scene_keys(world: WorldPaths) -> set[tuple]:
-    """Scenes of the seed set, read from the answer key: only the generator reads it, to stay disjoint."""
-    labels = json.loads(world.labels.read_text(encoding="utf-8"))
-    return {scene_from_json(label["truth"]).key() for label in labels.values()}
 
 
 def scene_from_json(data: dict) -> Scene:
@@ -191,12 +201,13 @@ def instruct_turns(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     return turns
 
 
-def _build_instruct(world: WorldPaths, config: ProxyWorldConfig, exclude: set[tuple]) -> None:
+def _build_instruct(world: WorldPaths, config: ProxyWorldConfig, exclude: set[tuple], ledger: SceneLedger) -> None:
     """The fixed stage-2 set (LLaVA json), on scenes outside the seed set."""
     rng = random.Random(f"bettersynth.proxy:{config.world.seed}:instruct")
     records = []
     for i in range(config.n_instruct):
         scene = _fresh_scene(rng, config.world.word_prob, exclude)
+        ledger.add(scene, "instruct")
         sample_id = f"instruct-{i:05d}"
         image = f"images/{sample_id}.png"
         (world.instruct_images).mkdir(parents=True, exist_ok=True)
@@ -217,13 +228,15 @@ def _fresh_scene(rng: random.Random, word_prob: float, exclude: set[tuple]) -> S
     raise ValueError("cannot draw a scene outside the seed set")
 
 
-def _build_clean_split(paths: ProxyWorldPaths, config: ProxyWorldConfig, exclude: set[tuple]) -> None:
+def _build_clean_split(paths: ProxyWorldPaths, config: ProxyWorldConfig, exclude: set[tuple],
+                       ledger: SceneLedger) -> None:
     rng = random.Random(f"bettersynth.proxy:{config.world.seed}:scorer")
     folder = paths.scorer_jsonl.parent
     samples: list[Sample] = []
     chats: list[dict[str, str]] = []
     for i in range(config.n_scorer + config.n_calibration):
         scene = _fresh_scene(rng, config.scorer_word_prob, exclude)
+        ledger.add(scene, "scorer" if i < config.n_scorer else "calibration")
         image = f"images/clean-{i:05d}.png"
         (folder / "images").mkdir(parents=True, exist_ok=True)
         (folder / image).write_bytes(encode_image(render_scene(scene, config.world.image_size), "png"))
