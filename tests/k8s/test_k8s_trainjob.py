@@ -19,6 +19,7 @@ from bettersynth.cli.main import main
 from bettersynth.platform.trainjob import ANCESTOR_LABEL, runtime_manifest
 from bettersynth.train.launch import check_trainer_crd
 from tests.k8s.k8s_schema import restricted_violations, schema_errors
+from tests.train.fake_k8s import trainer_crd
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "configs" / "train" / "mgm2b_4x8.example.yaml"
@@ -126,22 +127,17 @@ def test_job_pods_pass_pod_security_restricted(printed):
         "pod/node: seccompProfile is None"]
 
 
-def _crd(spec_fields: list[str], version: str = "v1alpha1") -> dict:
-    schema = {"properties": {"spec": {"properties": {field: {} for field in spec_fields}}}}
-    return {"spec": {"versions": [{"name": version, "schema": {"openAPIV3Schema": schema}}]}}
-
-
 @needs_reference
 def test_the_v2_3_release_is_accepted():
     check_trainer_crd(yaml.safe_load((REFERENCE / CRDS["TrainJob"]).read_text()))
 
 
 def test_other_trainer_releases_are_refused_with_what_to_do():
-    check_trainer_crd(_crd(["runtimeRef", "trainer", "runtimePatches"]))
+    check_trainer_crd(trainer_crd())
     with pytest.raises(ValueError, match=r"podTemplateOverrides \(Trainer before v2.2\).*supports Kubeflow Trainer v2.2"):
-        check_trainer_crd(_crd(["runtimeRef", "trainer", "podTemplateOverrides"]))
+        check_trainer_crd(trainer_crd(("runtimeRef", "trainer", "podTemplateOverrides")))
     with pytest.raises(ValueError, match=r"serves \['v1'\], not trainer.kubeflow.org/v1alpha1"):
-        check_trainer_crd(_crd(["runtimePatches"], version="v1"))
+        check_trainer_crd(trainer_crd(version="v1"))
 
 
 def test_the_runner_may_read_exactly_what_the_train_step_checks():

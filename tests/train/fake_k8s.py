@@ -17,11 +17,12 @@ CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/trainjobs.tr
 RUNTIMES_PATH = "/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes"
 
 
-def trainer_crd(spec_fields: tuple[str, ...] = ("runtimeRef", "trainer", "runtimePatches")) -> dict:
+def trainer_crd(spec_fields: tuple[str, ...] = ("runtimeRef", "trainer", "runtimePatches"),
+                version: str = "v1alpha1") -> dict:
     """The part of a TrainJob CRD the release check reads: which fields ``spec`` declares (v2.3's by default)."""
     schema = {"properties": {"spec": {"properties": {field: {"type": "object"} for field in spec_fields}}}}
     return {"kind": "CustomResourceDefinition", "metadata": {"name": "trainjobs.trainer.kubeflow.org"},
-            "spec": {"versions": [{"name": "v1alpha1", "served": True, "schema": {"openAPIV3Schema": schema}}]}}
+            "spec": {"versions": [{"name": version, "served": True, "schema": {"openAPIV3Schema": schema}}]}}
 
 
 def condition(kind: str, status: str = "True", message: str = "") -> dict:

@@ -36,7 +36,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bettersynth.platform.placement import PRIORITY_LABEL, ClusterProfile
 from bettersynth.train.config import StageConfig
-from bettersynth.train.launch import check_trainer_crd  # noqa: F401 - re-exported with the manifests
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 TRAINJOB_API = "trainer.kubeflow.org/v1alpha1"

@@ -2,13 +2,13 @@
 
 Why: a soup of N checkpoints must be checked (same keys, same shapes) before a
 single byte is written, and must never hold N full models in memory. Only the
-safetensors headers are read here; ``Checkpoint.read`` loads one tensor at a time.
+safetensors headers are read here; ``soup.mapped`` maps the weights when they are averaged.
 
 Example::
 
     ckpts = [Checkpoint.open(p) for p in paths]
     check_compatible(ckpts)          # ValueError naming the first offending key
-    emb = ckpts[0].read("model.embed_tokens.weight")
+    ckpts[0].tensors["model.embed_tokens.weight"].shape
 """
 
 from __future__ import annotations
@@ -104,22 +104,6 @@ class Checkpoint:
         if (path / INDEX_FILE).is_file():
             _check_index_matches(path, tensors)
         return cls(path, tensors, weight_files)
-
-    def read(self, name: str) -> torch.Tensor:
-        """Load one tensor into fresh memory with a plain read (one copy).
-
-        Not through ``safe_open``: a handle kept open maps the whole file and
-        every page touched stays in RSS, and reopening it per tensor costs a
-        page fault per 4 KiB. safetensors data is little-endian, as is torch's
-        memory on every host we run on.
-        """
-        info = self.tensors[name]
-        out = torch.empty(info.nbytes, dtype=torch.uint8)
-        with open(self.path / info.file, "rb") as handle:
-            handle.seek(info.start)
-            if info.nbytes and handle.readinto(out.numpy()) != info.nbytes:
-                raise ValueError(f"checkpoint {self.path}: {info.file} is truncated inside tensor {name!r}")
-        return out.view(info.dtype).reshape(info.shape)
 
     def extra_files(self) -> list[Path]:
         """Top-level non-weight files (config, generation config, tokenizer, processor, chat template)."""

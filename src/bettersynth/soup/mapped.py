@@ -94,7 +94,7 @@ class MappedCheckpoint:
         except OSError:
             if option != MADV_POPULATE_READ:
                 raise
-            self._populate = MADV_POPULATE_READ is not None  # an older kernel: plain page faults, same result
+            self._populate = False  # an older kernel: plain page faults from now on, same result
 
     def close(self) -> None:
         """Forget the maps; each is unmapped once no view of it is left (closing it under a view would crash)."""
