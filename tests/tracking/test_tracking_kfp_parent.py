@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 
 from mlflow import MlflowClient
 
-from bettersynth.tracking.runs import KFP_RUN_ENV, KFP_RUN_TAG
+from bettersynth.tracking import runs
+from bettersynth.tracking.runs import KFP_RUN_ENV, KFP_RUN_TAG, kfp_parent_run
 
 STEP = """
 import sys
@@ -59,3 +62,22 @@ def test_with_kfps_mlflow_plugin_steps_log_into_the_injected_run(sqlite_server):
     everywhere = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                     f"tags.`{KFP_RUN_TAG}` = '91ee00aa-with-plugin'")
     assert everywhere == []  # the plugin's parent is used; none of our own is opened
+
+
+def test_an_older_parent_that_lands_late_wins_and_the_newer_one_is_deleted(sqlite_server, monkeypatch):
+    """The race CI once lost: a step creates a parent, sees only its own, while another's older create is in flight."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_server)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "cluster-rehearsal")
+    monkeypatch.setattr(runs, "_KFP_PARENTS", {})
+    client = MlflowClient(sqlite_server)
+    chosen: list[str] = []
+    asking = threading.Thread(target=lambda: chosen.append(kfp_parent_run("c0ffee00-late", settle_s=2.0)))
+    asked_at_ms = int(time.time() * 1000)
+    asking.start()
+    time.sleep(0.5)  # the asking step has created its parent and is waiting out the settle time
+    experiment = client.get_experiment_by_name("cluster-rehearsal")
+    late = client.create_run(experiment.experiment_id, start_time=asked_at_ms - 50, tags={KFP_RUN_TAG: "c0ffee00-late"})
+    asking.join(timeout=30)
+    assert chosen == [late.info.run_id]
+    [active] = client.search_runs([experiment.experiment_id], f"tags.`{KFP_RUN_TAG}` = 'c0ffee00-late'")
+    assert active.info.run_id == late.info.run_id

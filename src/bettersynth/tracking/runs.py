@@ -41,6 +41,10 @@ PARENT_RUN_ENV = "BETTERSYNTH_PARENT_RUN_ID"
 KFP_RUN_ENV = "BETTERSYNTH_KFP_RUN_ID"
 KFP_RUN_TAG = "kfp.run_id"
 STEP_TAG = "bettersynth.step"
+# How long a new parent run must exist before a step trusts that no older one is still in flight
+# (kfp_parent_run); above a create request's latency and the clock skew between nodes.
+PARENT_SETTLE_S = 3.0
+PARENT_SETTLE_ENV = "BETTERSYNTH_PARENT_SETTLE_S"
 # What MLflow calls a training experiment (the UI's "Model training", not its GenAI traces view).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_EXPERIMENT = "custom_model_development"
@@ -146,32 +150,43 @@ def injected_run_id() -> str | None:
     return os.environ.get("MLFLOW_RUN_ID") or _INJECTED_RUN
 
 
-def kfp_parent_run(kfp_run: str) -> str:
+def kfp_parent_run(kfp_run: str, settle_s: float | None = None) -> str:
     """The MLflow parent run of KFP run ``kfp_run``: found by its tag, else opened by the first step that asks.
 
-    Why search-then-create: parallel steps (shards) may ask at once; each that
-    created a run keeps the oldest one tagged and deletes its own if it lost,
-    so all steps of a KFP run end up under one parent. The experiment is
+    Why a settle time: MLflow has no create-if-absent, and parallel steps
+    (shards) may ask at once. The parent is the oldest tagged run by (start
+    time, run id), an order every step agrees on once all creations have
+    reached the server; so a step looks again when the oldest run it saw is
+    ``settle_s`` old (longer than a request takes to land), and one that
+    created a run that lost deletes it. The experiment is
     ``$MLFLOW_EXPERIMENT_ID``, else ``$MLFLOW_EXPERIMENT_NAME`` (the cluster profile's).
     """
     if kfp_run in _KFP_PARENTS:
         return _KFP_PARENTS[kfp_run]
+    settle_s = float(os.environ.get(PARENT_SETTLE_ENV, PARENT_SETTLE_S)) if settle_s is None else settle_s
     client = mlflow.MlflowClient()
     experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or ensure_experiment(
         os.environ.get("MLFLOW_EXPERIMENT_NAME") or "bettersynth")
     query = f"tags.`{KFP_RUN_TAG}` = '{kfp_run}'"
 
-    def tagged() -> list:
-        return client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"], max_results=50)
+    def oldest_first() -> list:
+        found = client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"], max_results=50)
+        return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
 
-    found = tagged()
+    found = oldest_first()
+    mine = None
     if not found:
         mine = client.create_run(experiment_id, run_name=f"kfp run {kfp_run[:8]}", tags={KFP_RUN_TAG: kfp_run})
-        found = sorted(tagged(), key=lambda r: (r.info.start_time, r.info.run_id))
-        if found[0].info.run_id != mine.info.run_id:
-            client.delete_run(mine.info.run_id)
-    _KFP_PARENTS[kfp_run] = found[0].info.run_id
-    return found[0].info.run_id
+        found = [mine]
+    young_for = found[0].info.start_time / 1000 + settle_s - time.time()
+    if young_for > 0:
+        time.sleep(young_for)
+        found = oldest_first()
+    parent = found[0].info.run_id
+    if mine is not None and mine.info.run_id != parent:
+        client.delete_run(mine.info.run_id)
+    _KFP_PARENTS[kfp_run] = parent
+    return parent
 
 
 def data_step_runs(pipeline_run: str, client: Any = None) -> list:
