@@ -31,23 +31,47 @@ def resolve_image(root: Path, rel: str) -> Path:
     """Return the real path of ``rel`` under ``root``, refusing anything that escapes it.
 
     Refused: absolute paths (POSIX or Windows style), ``..`` components, and
-    symlinks whose target lies outside ``root``.
+    symlinks whose target lies outside ``root``. Why string paths and a
+    remembered root: this runs several times per sample, ``realpath`` stats
+    every folder from ``/`` and pathlib parses at every step; only a link
+    below the root sends the path through ``realpath``.
     """
     parts = _relative_parts(rel)
-    real_root = Path(os.path.realpath(root))
-    real = Path(os.path.realpath(real_root.joinpath(*parts)))
-    if real != real_root and real_root not in real.parents:
-        raise ImageError(f"image path {rel!r} resolves to {str(real)!r}, outside the dataset root")
-    return real
+    real_root = _real_root(os.path.abspath(root))
+    path, linked = real_root, False
+    for part in parts:
+        path = os.path.join(path, part)
+        linked = linked or os.path.islink(path)
+    if not linked:
+        return Path(path)
+    real = os.path.realpath(path)
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise ImageError(f"image path {rel!r} resolves to {real!r}, outside the dataset root")
+    return Path(real)
 
 
-def _relative_parts(rel: str) -> tuple[str, ...]:
-    """The parts of a relative image path; absolute, empty and ``..`` paths are refused."""
+_REAL_ROOTS: dict[str, str] = {}  # absolute root -> its real path, for roots that exist
+
+
+def _real_root(absolute_root: str) -> str:
+    """The real path of a dataset root, remembered once the root exists (roots are few and not re-pointed mid-run)."""
+    known = _REAL_ROOTS.get(absolute_root)
+    if known is None:
+        known = os.path.realpath(absolute_root)
+        if os.path.isdir(known) and len(_REAL_ROOTS) < 1024:
+            _REAL_ROOTS[absolute_root] = known
+    return known
+
+
+def _relative_parts(rel: str) -> list[str]:
+    """The parts of a relative image path, without ``.``; absolute, empty and ``..`` paths are refused."""
     if not rel or not rel.strip():
         raise ImageError("empty image path")
-    if PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute() or PureWindowsPath(rel).drive:
+    plain = "\\" not in rel and ":" not in rel and not rel.startswith("/")  # the common case, parsed without pathlib
+    if not plain and (PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute()
+                      or PureWindowsPath(rel).drive):
         raise ImageError(f"image path {rel!r} is absolute; paths must be relative to the dataset root")
-    parts = PurePosixPath(rel.replace("\\", "/")).parts
+    parts = [p for p in rel.replace("\\", "/").split("/") if p and p != "."]
     if ".." in parts:
         raise ImageError(f"image path {rel!r} contains '..' and would escape the dataset root")
     return parts
@@ -66,13 +90,13 @@ def check_image(root: Path, rel: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> P
     the file must decode completely: not empty, not truncated, not over
     ``max_pixels`` (a decompression bomb), a format PIL recognises.
     """
-    parts = [p for p in _relative_parts(rel) if p != "."]
-    current = Path(root)
+    parts = _relative_parts(rel)
+    current = os.fspath(root)
     for i, part in enumerate(parts):
-        current = current / part
-        if current.is_symlink():
+        current = os.path.join(current, part)
+        if os.path.islink(current):
             what = "image" if i == len(parts) - 1 else "folder"
-            raise ImageError(f"image path {rel!r}: {what} {str(current)!r} is a symlink (to {os.readlink(current)!r}); "
+            raise ImageError(f"image path {rel!r}: {what} {current!r} is a symlink (to {os.readlink(current)!r}); "
                              "symlinks are refused")
     real = resolve_image(root, rel)  # the root itself may be a link; what lies under it may not
     _decode(real, max_pixels, convert=False)
