@@ -103,3 +103,13 @@ def test_bench_step_start_runs_one_module(tmp_path):
     out = tmp_path / "step_start.json"
     run_script("bench_step_start.py", "--rounds", "1", "--modules", "bettersynth.steps.register", "--json", str(out))
     assert ("exit of bettersynth.steps.register", "frozen", "baseline", "exit_seconds") in ratios(out)
+
+
+def test_bench_variants_runs_tiny(tmp_path):
+    out = tmp_path / "variants.json"
+    done = run_script("bench_variants.py", "--samples", "100", "--rounds", "1", "--workdir", str(tmp_path), "--json", str(out))
+    found = ratios(out)
+    assert found["manifest: child (2 % changed) / parent", "manifest child", "manifest parent", "bytes"]["target"] == 0.05
+    assert ("child, 100 samples", "manifest", "copy", "child_pushed") in found
+    assert "files pushed" in done.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["variants.json"]  # data and projects deleted

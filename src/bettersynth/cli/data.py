@@ -47,10 +47,27 @@ def checkout(args: argparse.Namespace) -> int:
 
     from bettersynth.tracking.runs import cli_tracking_uri
     from bettersynth.versioning.dvc import checkout as restore
+    from bettersynth.versioning.manifests import manifest_pointer
 
+    if manifest_pointer(Path(args.workspace), args.reference) is not None:  # a manifest variant: its folder, as a copy restores it
+        from bettersynth.steps.manifest_variant import checkout as restore_manifest
+
+        path, dataset_hash = restore_manifest(Path(args.workspace), args.reference, args.name)
+        print(f"restored {dataset_hash} (manifest {args.reference}) into {path}")
+        return 0
     mlflow.set_tracking_uri(cli_tracking_uri(Path(args.workspace), args.tracking_uri))
     path, resolved = restore(Path(args.workspace), args.reference, args.name)
     print(f"restored {resolved.dataset_hash} ({resolved.how} {args.reference}) into {path}")
+    return 0
+
+
+@one_line_errors("data version-manifest")
+def version_manifest(args: argparse.Namespace) -> int:
+    """A folder as a manifest variant: its images stored once in the shard store, DVC on the manifest and new shards."""
+    from bettersynth.steps.manifest_variant import version_folder
+
+    version = version_folder(Path(args.workspace), Path(args.folder), args.name, store_url=args.store)
+    print(f"versioned {args.folder} as manifest {args.name} ({version.dataset_hash}, {len(version.tracked)} new store files)")
     return 0
 
 
@@ -120,6 +137,12 @@ def register(subparsers) -> None:
     parser.add_argument("--workspace", default=".", help="the DVC project")
     parser.add_argument("--tracking-uri", help="MLflow store for run ids (default: $MLFLOW_TRACKING_URI, else <workspace>/mlflow.db)")
     parser.set_defaults(run=checkout)
+    parser = data.add_parser("version-manifest", help="version a variant folder as a manifest over the shard store")
+    parser.add_argument("folder", help="folder with samples.jsonl and its images")
+    parser.add_argument("--name", required=True, help="variant name (data/manifests/<name>)")
+    parser.add_argument("--workspace", default=".", help="the DVC project")
+    parser.add_argument("--store", help="shard store URL (default: $BETTERSYNTH_STORE, else data/store in the project)")
+    parser.set_defaults(run=version_manifest)
     parser = data.add_parser("log", help="list variants and their lineage")
     parser.add_argument("--workspace", default=".")
     parser.set_defaults(run=history)

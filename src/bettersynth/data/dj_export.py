@@ -16,7 +16,7 @@ Data-Juicer's exporter (``data_juicer/core/exporter.py``) writes:
 * ``__dj__stats__`` (and ``__dj__meta__``) stay in the exported samples only
   with ``keep_stats_in_res_ds``; the deduplicators' hashes never sit in the
   stats there, but under ``__dj__hash`` / ``__dj__simhash`` /
-  ``__dj__imagehash`` with ``keep_hashes_in_res_ds``.
+  ``__dj__imagehash`` / ``__dj__minhash`` with ``keep_hashes_in_res_ds``.
 
 Image paths are written relative to the export's folder (Data-Juicer reads
 relative paths against the dataset file's folder).
@@ -41,7 +41,8 @@ from bettersynth.core.sample import STATS_KEY
 
 DJ_META_KEY = "__dj__meta__"  # Data-Juicer's Fields.meta
 # The deduplicators' hashes: this platform's stat key -> Data-Juicer's HashKeys column.
-HASH_KEYS = {"text_md5": "__dj__hash", "simhash": "__dj__simhash", "image_hash": "__dj__imagehash"}
+HASH_KEYS = {"text_md5": "__dj__hash", "simhash": "__dj__simhash", "image_hash": "__dj__imagehash",
+             "minhash_bands": "__dj__minhash"}
 
 
 @dataclass

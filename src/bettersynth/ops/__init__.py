@@ -7,6 +7,7 @@ only defines its class.
 from bettersynth.ops.base import OPERATORS, Decision, Filter, Mapped, Mapper, OpConfig, OpContext, Operator
 from bettersynth.ops.capfusion_mapper import CapFusionMapper
 from bettersynth.ops.document_deduplicator import DocumentDeduplicator
+from bettersynth.ops.document_minhash_deduplicator import DocumentMinhashDeduplicator
 from bettersynth.ops.document_simhash_deduplicator import DocumentSimhashDeduplicator
 from bettersynth.ops.image_aesthetics_filter import ImageAestheticsFilter
 from bettersynth.ops.image_aspect_ratio_filter import ImageAspectRatioFilter
@@ -41,6 +42,7 @@ for _op in (
     ImageDeduplicator,
     DocumentDeduplicator,
     DocumentSimhashDeduplicator,
+    DocumentMinhashDeduplicator,
 ):
     OPERATORS.register(_op.name)(_op)
 del _op
@@ -49,6 +51,7 @@ __all__ = [
     "OPERATORS",
     "Decision",
     "DocumentDeduplicator",
+    "DocumentMinhashDeduplicator",
     "DocumentSimhashDeduplicator",
     "Filter",
     "ImageAestheticsFilter",
