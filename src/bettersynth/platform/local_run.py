@@ -5,7 +5,8 @@ Why one function: the quickstart and the proxy comparison run the same
 it: an MLflow parent run whose id the steps inherit (as KFP's MLflow plugin
 injects it on a cluster), the score cache in the workspace, ``kfp.local``'s
 per-task JSON kept in a log file with only status lines on the terminal, and
-a failing step pointing at that file.
+a failing step pointing at that file (or, when a service was away, that step's
+``ServiceUnavailable`` raised again here, so the command says it in one line).
 
 Example::
 
@@ -32,6 +33,7 @@ from typing import Any, Self
 
 import mlflow
 
+from bettersynth.core.retry import ServiceUnavailable
 from bettersynth.tracking.runs import PARENT_RUN_ENV
 
 log = logging.getLogger(__name__)
@@ -207,7 +209,12 @@ def run_locally(pipeline: Callable[..., Any], arguments: dict[str, Any], *, work
             try:
                 pipeline(**arguments)
             except RuntimeError as exc:
-                raise RuntimeError(f"{exc}\nThe failing step's traceback is in {log_path}") from None
+                failure = RuntimeError(f"{exc}\nThe failing step's traceback is in {log_path}")
+                stream.flush()
+                unavailable = ServiceUnavailable.parse(log_path.read_text(encoding="utf-8", errors="replace"))
+                if unavailable is not None:
+                    raise unavailable from failure
+                raise failure from None
         elapsed = time.monotonic() - started
         mlflow.log_metric("wall_seconds", elapsed)
     return LocalRun(parent.info.run_id, elapsed)

@@ -23,8 +23,6 @@ import contextlib
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,12 @@ import mlflow
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.exceptions import MlflowException
 
-from bettersynth.core.retry import DEFAULT_BACKOFF, Backoff, with_retries
+from bettersynth.tracking.outage import (  # noqa: F401  (re-exported: steps import them from here)
+    STEP_HTTP_SETTINGS,
+    bounded_http_retries,
+    outage_policy,
+    require_tracking_server,
+)
 
 PARENT_RUN_ENV = "BETTERSYNTH_PARENT_RUN_ID"
 # On a cluster without KFP's MLflow plugin each step pod gets its KFP run's id (its `pipeline/runid`
@@ -55,16 +58,6 @@ EVALUATION_RUN = "evaluation"
 # ("seed 1", "soup greedy", "seed 1 · eval"): MLflow 3.17's runs table shows about 98 pixels
 # (some 20 characters) of a nested run's name. The recipes name the parent run, once.
 TITLE_SEPARATOR = " · "
-# MLflow's client retries 7 times with backoff up to 2 minutes: minutes of hanging on a server
-# that is down. Inside a step it gets a few seconds' worth, unless the environment sets these.
-STEP_HTTP_SETTINGS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
-
-
 def local_tracking_uri(workspace: Path) -> str:
     """The quickstart's store: sqlite ``mlflow.db`` in the workspace."""
     return f"sqlite:///{Path(workspace).resolve() / 'mlflow.db'}"
@@ -202,38 +195,6 @@ def data_step_runs(pipeline_run: str, client: Any = None) -> list:
     )
 
 
-def require_tracking_server(uri: str | None = None, backoff: Backoff = DEFAULT_BACKOFF) -> None:
-    """Fail fast, naming the URL, when the tracking *server* does not answer (a few tries with backoff).
-
-    A local store (sqlite, files) needs no check. Any HTTP answer counts as
-    reachable: authentication and the like are MLflow's to report.
-    """
-    uri = uri or mlflow.get_tracking_uri()
-    if not uri.startswith(("http://", "https://")):
-        return
-
-    def ping() -> None:
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
-                return
-        except urllib.error.HTTPError:
-            return  # the server answered
-
-    with_retries(ping, "MLflow tracking server", uri, retry_on=(OSError,), backoff=backoff)
-
-
-@contextlib.contextmanager
-def bounded_http_retries() -> Iterator[None]:
-    """Apply ``STEP_HTTP_SETTINGS`` (those the environment does not set) for the block."""
-    added = {k: v for k, v in STEP_HTTP_SETTINGS.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
-
-
 @contextlib.contextmanager
 def step_run(step: str, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
              title: Sequence[str] = (), recipe: str | None = None) -> Iterator[mlflow.ActiveRun]:
@@ -241,9 +202,10 @@ def step_run(step: str, params: dict[str, Any] | None = None, tags: dict[str, st
 
     ``step`` goes into the ``bettersynth.step`` tag (what code reads). The run's name, what a
     person reads in the MLflow UI, is ``step_title(step, title, recipe)``. An unreachable
-    tracking server fails the step here, before any work, with its URL.
+    tracking server fails the step here, before any work, with its URL; one that goes away
+    later fails it with ``ServiceUnavailable`` after the bounded retries (``tracking.outage``).
     """
-    with bounded_http_retries():
+    with outage_policy():
         require_tracking_server()
         with _open_run(step, params, tags, step_title(step, title, recipe)) as run:
             yield run

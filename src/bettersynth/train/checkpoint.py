@@ -22,17 +22,22 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -103,17 +108,19 @@ def save_checkpoint(
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     barrier(info)
-    if isinstance(optimizer, torch.optim.Optimizer):
-        if info.is_main:
-            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-    else:
-        optimizer.save(tmp, info)
+    with _writing(final, tmp):
+        if isinstance(optimizer, torch.optim.Optimizer):
+            if info.is_main:
+                torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        else:
+            optimizer.save(tmp, info)
     barrier(info)
     if info.is_main:
         trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-        save_file(trainable, str(tmp / WEIGHTS_FILE), metadata={"step": str(state.step)})
-        torch.save(_rng_state(), tmp / RNG_FILE)
-        (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
+        with _writing(final, tmp):
+            save_file(trainable, str(tmp / WEIGHTS_FILE), metadata={"step": str(state.step)})
+            torch.save(_rng_state(), tmp / RNG_FILE)
+            (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
         for path in tmp.rglob("*"):
             _fsync(path)
         if final.exists():  # a previous attempt got this far: replace it with the identical state
@@ -127,11 +134,56 @@ def save_checkpoint(
     return final
 
 
+class DamagedCheckpoint(ValueError):
+    """A checkpoint's file cannot be read back whole (a bad disk, a copy cut short): it is refused, never loaded."""
+
+    def __init__(self, folder: Path, file: str, error: BaseException):
+        first = " ".join(str(error).split())[:200]
+        super().__init__(f"checkpoint {folder}: {file} is damaged ({type(error).__name__}: {first}); "
+                         f"remove {folder} to resume from the checkpoint before it")
+
+
+def _read(folder: Path, file: str, read: Any) -> Any:
+    try:
+        return read(folder / file)
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
+        raise DamagedCheckpoint(folder, file, exc) from exc
+
+
+def _state(folder: Path) -> dict[str, Any]:
+    return _read(folder, STATE_FILE, lambda p: json.loads(p.read_text(encoding="utf-8")))
+
+
+FULL_BELOW = 1 << 20  # bytes free under which a failed write is reported as a full disk (torch.save says "iostream error")
+
+
+@contextlib.contextmanager
+def _writing(final: Path, tmp: Path) -> Iterator[None]:
+    """Writes into ``tmp``; a failure removes the partial folder and, on a full disk, says so naming ``final``."""
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # give back the space; the previous checkpoint stays
+        free = shutil.disk_usage(tmp.parent).free if tmp.parent.exists() else 0
+        if getattr(exc, "errno", None) == errno.ENOSPC or "os error 28" in str(exc) or free < FULL_BELOW:
+            raise OSError(errno.ENOSPC, f"checkpoint {final} not written: no space left on device "
+                          f"({free} bytes free in {tmp.parent}); the previous checkpoint is kept, free space "
+                          "and rerun to resume") from exc
+        raise
+
+
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | OptimizerSaver) -> TrainerState:
-    """Restore trainable weights, optimizer and RNG from ``path``; return the loop's state."""
+    """Restore trainable weights, optimizer and RNG from ``path``; return the loop's state.
+
+    A damaged file raises ``DamagedCheckpoint`` naming it, and the loop does not
+    start from it (the weights and RNG are read whole before anything is restored).
+    """
     path = Path(path)
-    state = TrainerState(**json.loads((path / STATE_FILE).read_text(encoding="utf-8")))
-    saved = load_file(str(path / WEIGHTS_FILE))
+    state = TrainerState(**_state(path))
+    saved = _read(path, WEIGHTS_FILE, lambda p: load_file(str(p)))
+    rng = _read(path, RNG_FILE, lambda p: torch.load(p, map_location="cpu", weights_only=True))  # never unpickle code
+    moments = (_read(path, OPTIMIZER_FILE, lambda p: torch.load(p, map_location="cpu", weights_only=True))
+               if isinstance(optimizer, torch.optim.Optimizer) else None)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if saved.keys() != trainable.keys():
         missing, extra = sorted(trainable.keys() - saved.keys()), sorted(saved.keys() - trainable.keys())
@@ -139,17 +191,17 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     with torch.no_grad():
         for name, param in trainable.items():
             param.copy_(saved[name])
-    if isinstance(optimizer, torch.optim.Optimizer):
-        optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
-    else:
-        optimizer.load(path)
-    _set_rng_state(torch.load(path / RNG_FILE, map_location="cpu", weights_only=True))  # never unpickle code
+    if moments is not None:
+        optimizer.load_state_dict(moments)
+    else:  # an engine reads its own part (sharded under DeepSpeed); a damaged one fails the resume all the same
+        _read(path, OPTIMIZER_FILE, lambda _: optimizer.load(path))
+    _set_rng_state(rng)
     return state
 
 
 def check_resumable(path: Path, config: dict[str, Any], total_steps: int) -> int:
     """The step to resume at; refuses a checkpoint written under different settings (naming them)."""
-    state = json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8"))
+    state = _state(Path(path))
     saved = state["config"]
     changed = sorted(k for k in saved.keys() | config.keys() if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
     if changed:

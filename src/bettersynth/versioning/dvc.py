@@ -18,18 +18,20 @@ from the environment.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bettersynth.core.retry import Backoff, with_retries
+from bettersynth.core.retry import Backoff, outage_budget, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,11 @@ REMOTE_ENV = "BETTERSYNTH_DVC_REMOTE"  # remote URL to use instead of the projec
 ENDPOINT_ENV = "BETTERSYNTH_DVC_ENDPOINT_URL"  # endpoint of an S3-compatible server (MinIO, Ceph, ...)
 DVC_HASH = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
 DVC_BACKOFF = Backoff(attempts=2, first_delay=1.0)  # the S3 client already retries inside each attempt
+# An S3 remote's client waits at most this share of the outage budget for a connect or a read (5 s of
+# 30), and botocore does not retry beneath s3fs's own five tries: with botocore's defaults (60 s reads,
+# retried) one push to an endpoint that accepted and never answered took 425 s.
+S3_WAIT_SHARE = 1 / 6
+S3_ATTEMPTS_ENV = "AWS_MAX_ATTEMPTS"
 
 
 @dataclass(frozen=True)
@@ -168,8 +175,37 @@ def _transfer(repo, direction: str, pointer: Path, url: str, backoff: Backoff = 
     local is removed on failure: the variant, its pointer and the DVC cache
     stay, and the same call succeeds once the remote is back.
     """
+    repo = bounded_remote(repo)
     call = (lambda: repo.push(targets=[str(pointer)])) if direction == "push" else (lambda: repo.pull(targets=[str(pointer)], force=True))
-    with_retries(call, f"DVC remote ({direction})", url, retry_on=(Exception,), backoff=backoff)
+    with bounded_s3_attempts():
+        with_retries(call, f"DVC remote ({direction})", url, retry_on=(Exception,), backoff=backoff)
+
+
+def bounded_remote(repo):
+    """``repo`` opened again with its S3 remote's connect and read timeouts cut to ``S3_WAIT_SHARE`` of
+    the outage budget, where ``.dvc/config`` sets none; other remotes: ``repo`` itself."""
+    from dvc.repo import Repo
+
+    name = repo.config["core"].get("remote", DEFAULT_REMOTE)
+    remote = repo.config["remote"].get(name, {})
+    if not str(remote.get("url", "")).startswith("s3://"):
+        return repo
+    wait = max(1, round(outage_budget() * S3_WAIT_SHARE))  # DVC's schema takes whole seconds for some remotes
+    timeouts = {key: wait for key in ("connect_timeout", "read_timeout") if key not in remote}
+    return Repo(repo.root_dir, remote_config=timeouts) if timeouts else repo
+
+
+@contextlib.contextmanager
+def bounded_s3_attempts() -> Iterator[None]:
+    """One botocore attempt per s3fs try for the block, unless ``$AWS_MAX_ATTEMPTS`` says otherwise."""
+    if S3_ATTEMPTS_ENV in os.environ:
+        yield
+        return
+    os.environ[S3_ATTEMPTS_ENV] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(S3_ATTEMPTS_ENV, None)
 
 
 def pointer_hash(pointer: Path) -> str:

@@ -1,0 +1,122 @@
+"""The outage policy for MLflow: bounded HTTP retries, a fast reachability check, and one error type.
+
+Why: MLflow's client retries 7 times with backoff up to 2 minutes, then
+raises an ``MlflowException`` carrying a urllib3 traceback: a quickstart
+pointed at a server that is down spent 254 s that way. Every entry point
+(``bettersynth`` verbs, the quickstart, the proxy) and every step applies
+the same bound, derived from ``$BETTERSYNTH_OUTAGE_BUDGET_S``, and turns an
+MLflow call that ran out of retries into ``ServiceUnavailable``.
+
+Example::
+
+    with outage_policy(kept="the workspace ./ws", resume="rerun `bettersynth quickstart`"):
+        require_tracking_server()
+        mlflow.get_experiment_by_name("x")   # down: ServiceUnavailable within the budget
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from bettersynth.core.retry import DEFAULT_BACKOFF, Backoff, ServiceUnavailable, outage_budget, with_retries
+
+SERVICE = "MLflow tracking server"
+HTTP_RETRIES = 2  # MLflow client retries per request after the first try (it waits 0 s, then ~2 s)
+
+
+def mlflow_http_settings(budget_s: float | None = None) -> dict[str, str]:
+    """MLflow client settings whose worst case (every try timing out) stays near ``budget_s``."""
+    budget_s = outage_budget() if budget_s is None else budget_s
+    tries = HTTP_RETRIES + 1
+    return {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(HTTP_RETRIES),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(budget_s // tries))),  # MLflow reads an int
+    }
+
+
+STEP_HTTP_SETTINGS = mlflow_http_settings()  # what a step gets with the default budget (for reference)
+
+
+@contextlib.contextmanager
+def bounded_http_retries() -> Iterator[None]:
+    """Apply ``mlflow_http_settings()`` (those the environment does not set) for the block."""
+    added = {k: v for k, v in mlflow_http_settings().items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def require_tracking_server(uri: str | None = None, backoff: Backoff = DEFAULT_BACKOFF) -> None:
+    """Fail fast, naming the URL, when the tracking *server* does not answer (a few tries with backoff).
+
+    A local store (sqlite, files) needs no check. Any HTTP answer counts as
+    reachable: authentication and the like are MLflow's to report.
+    """
+    uri = uri or mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    timeout = max(1.0, min(5.0, outage_budget() / (backoff.attempts + 1)))
+
+    def ping() -> None:
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+                return
+        except urllib.error.HTTPError:
+            return  # the server answered
+
+    with_retries(ping, SERVICE, uri, retry_on=(OSError,), backoff=backoff)
+
+
+def as_service_unavailable(exc: BaseException, uri: str | None = None) -> ServiceUnavailable | None:
+    """``exc`` as ``ServiceUnavailable`` when it is MLflow giving up on an unreachable or failing server."""
+    if isinstance(exc, ServiceUnavailable):
+        return exc
+    if not isinstance(exc, MlflowException) or not _gave_up(exc):
+        return None
+    uri = uri or mlflow.get_tracking_uri()
+    cause = exc.__cause__ or exc.__context__ or exc
+    return ServiceUnavailable(SERVICE, uri, HTTP_RETRIES + 1, None, cause)
+
+
+def _gave_up(exc: BaseException) -> bool:
+    """Whether MLflow's HTTP layer raised ``exc`` after its retries: a connection error, a timeout,
+    or too many 5xx/429 answers (found in its cause chain)."""
+    import requests
+
+    seen = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)):
+            return True
+        link = link.__cause__ or link.__context__
+    return False
+
+
+@contextlib.contextmanager
+def outage_policy(kept: str = "", resume: str = "") -> Iterator[None]:
+    """Bound MLflow's retries for the block and raise every outage in it as ``ServiceUnavailable``,
+    completed with ``kept`` and ``resume`` where the error did not say them."""
+    with bounded_http_retries():
+        try:
+            yield
+        except Exception as exc:
+            unavailable = as_service_unavailable(exc)
+            if unavailable is None:
+                raise
+            unavailable.explain(kept, resume)
+            if unavailable is exc:
+                raise
+            raise unavailable from exc
