@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ class VariantVersion:
     remote_url: str
 
 
-def _repo(root: Path):
+def open_repo(root: Path):
     from dvc.repo import Repo
 
     return Repo(str(root))
@@ -81,7 +81,7 @@ def ensure_dvc_project(root: Path, remote_url: str | None = None, endpoint_url: 
     root = Path(root).resolve()
     if not (root / ".dvc").is_dir():
         Repo.init(str(root), no_scm=not (root / ".git").exists())
-    repo = _repo(root)
+    repo = open_repo(root)
     with repo.config.edit() as config:
         config.setdefault("core", {})["analytics"] = False  # air-gapped: never phone home
         remotes = config.setdefault("remote", {})
@@ -112,7 +112,7 @@ def check_local_remote(root: Path, dataset_hash: str, known_remote: str | None =
     ``known_remote`` (the URL the variant was pushed to, from MLflow) goes into the
     suggested command. Remote URLs with a scheme (s3://...) are left to the pull.
     """
-    repo = _repo(root)
+    repo = open_repo(root)
     md5 = dataset_hash if dataset_hash.endswith(".dir") else dataset_hash + ".dir"
     if repo.cache.local.exists(md5):
         return
@@ -149,26 +149,26 @@ def version_variant(
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source, target)
-    repo = _repo(root)
+    repo = open_repo(root)
     repo.add(str(target))
     pointer = target.with_name(target.name + ".dvc")
     document = yaml.safe_load(pointer.read_text())
     if lineage:
         document["meta"] = lineage
         pointer.write_text(yaml.safe_dump(document, sort_keys=False))
-    _transfer(repo, "push", pointer, describe_remote(root))
+    transfer(repo, "push", [pointer], describe_remote(root))
     return VariantVersion(name, target, document["outs"][0]["md5"], pointer, remote_url)
 
 
 def describe_remote(root: Path) -> str:
     """The URL of the project's default remote (with its endpoint, for S3-compatible servers)."""
-    config = _repo(root).config
+    config = open_repo(root).config
     remote = config["remote"][config["core"].get("remote", DEFAULT_REMOTE)]
     return f"{remote['url']} (endpoint {remote['endpointurl']})" if remote.get("endpointurl") else remote["url"]
 
 
-def _transfer(repo, direction: str, pointer: Path, url: str, backoff: Backoff = DVC_BACKOFF) -> None:
-    """``dvc push``/``pull`` one pointer, retried with backoff; an unreachable remote fails naming its URL.
+def transfer(repo, direction: str, pointers: Sequence[Path], url: str, backoff: Backoff = DVC_BACKOFF) -> int:
+    """``dvc push``/``pull`` of ``pointers`` under the outage budget; an unreachable remote fails naming its URL.
 
     Any error is retried: a transfer fails through DVC, fsspec or botocore
     exceptions alike, and the final message carries the original one. Nothing
@@ -176,9 +176,10 @@ def _transfer(repo, direction: str, pointer: Path, url: str, backoff: Backoff = 
     stay, and the same call succeeds once the remote is back.
     """
     repo = bounded_remote(repo)
-    call = (lambda: repo.push(targets=[str(pointer)])) if direction == "push" else (lambda: repo.pull(targets=[str(pointer)], force=True))
+    targets = [str(p) for p in pointers]
+    call = (lambda: repo.push(targets=targets)) if direction == "push" else (lambda: repo.pull(targets=targets, force=True))
     with bounded_s3_attempts():
-        with_retries(call, f"DVC remote ({direction})", url, retry_on=(Exception,), backoff=backoff)
+        return with_retries(call, f"DVC remote ({direction})", url, retry_on=(Exception,), backoff=backoff)
 
 
 def bounded_remote(repo):
@@ -239,8 +240,8 @@ def restore_variant(root: Path, dataset_hash: str, name: str | None = None, know
         pointer = root / VARIANTS_DIR / f"{stem}.dvc"
         pointer.parent.mkdir(parents=True, exist_ok=True)
         pointer.write_text(yaml.safe_dump({"outs": [{"md5": md5, "path": stem, "hash": "md5"}]}))
-    repo = _repo(root)
-    _transfer(repo, "pull", pointer, describe_remote(root))
+    repo = open_repo(root)
+    transfer(repo, "pull", [pointer], describe_remote(root))
     document = yaml.safe_load(pointer.read_text())
     path = pointer.with_suffix("")
     actual = directory_hash(root, path)
@@ -254,7 +255,7 @@ def directory_hash(root: Path, path: Path) -> str:
     """DVC's own hash of a directory (``<md5>.dir``), recomputed from the files on disk."""
     from dvc_data.hashfile.build import build
 
-    repo = _repo(root)
+    repo = open_repo(root)
     _, _, obj = build(repo.cache.local, str(path), repo.fs, "md5", dry_run=True)
     return obj.hash_info.value
 

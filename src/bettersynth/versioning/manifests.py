@@ -27,8 +27,7 @@ from typing import Any
 
 import yaml
 
-from bettersynth.core.retry import with_retries
-from bettersynth.versioning.dvc import DVC_BACKOFF, _repo, describe_remote, ensure_dvc_project, pointer_hash
+from bettersynth.versioning.dvc import describe_remote, ensure_dvc_project, open_repo, pointer_hash, transfer
 
 MANIFESTS_DIR = Path("data") / "manifests"
 STORE_DIR = Path("data") / "store"  # the project's own shard store
@@ -60,16 +59,6 @@ def manifest_pointer(root: Path, reference: str) -> Path | None:
     return None
 
 
-def _push(repo, pointers: Sequence[Path], url: str) -> int:
-    return with_retries(lambda: repo.push(targets=[str(p) for p in pointers]), "DVC remote (push)", url,
-                        retry_on=(Exception,), backoff=DVC_BACKOFF)
-
-
-def _pull(repo, pointers: Sequence[Path], url: str) -> None:
-    with_retries(lambda: repo.pull(targets=[str(p) for p in pointers], force=True), "DVC remote (pull)", url,
-                 retry_on=(Exception,), backoff=DVC_BACKOFF)
-
-
 def version_manifest(root: Path, name: str, shard_files: Sequence[Path] = (),
                      lineage: dict[str, Any] | None = None) -> ManifestVersion:
     """``dvc add`` + push ``data/manifests/<name>`` (already written) and the given new store files.
@@ -87,14 +76,14 @@ def version_manifest(root: Path, name: str, shard_files: Sequence[Path] = (),
     for path in new:
         if root not in path.parents:
             raise ValueError(f"{path}: a store file outside the DVC project {root} cannot be tracked by it")
-    repo = _repo(root)
+    repo = open_repo(root)
     repo.add([str(folder), *map(str, new)])
     pointer = folder.with_name(folder.name + ".dvc")
     document = yaml.safe_load(pointer.read_text())
     if lineage:
         document["meta"] = lineage
         pointer.write_text(yaml.safe_dump(document, sort_keys=False))
-    _push(repo, [pointer, *(Path(str(p) + ".dvc") for p in new)], describe_remote(root))
+    transfer(repo, "push", [pointer, *(Path(str(p) + ".dvc") for p in new)], describe_remote(root))
     return ManifestVersion(name, folder, document["outs"][0]["md5"], pointer, remote_url, tuple(new))
 
 
@@ -105,7 +94,7 @@ def pull_manifest(root: Path, reference: str) -> tuple[Path, str]:
     pointer = manifest_pointer(root, reference)
     if pointer is None:
         raise ValueError(f"{reference!r}: not a manifest variant under {MANIFESTS_DIR}")
-    _pull(_repo(root), [pointer], describe_remote(root))
+    transfer(open_repo(root), "pull", [pointer], describe_remote(root))
     return pointer.with_suffix(""), pointer.stem
 
 
@@ -117,7 +106,7 @@ def pull_files(root: Path, files: Sequence[Path]) -> int:
     if absent:
         raise ValueError(f"{absent[0].with_suffix('')}: not in the store and no DVC pointer for it ({len(absent)} files)")
     if missing:
-        _pull(_repo(root), missing, describe_remote(root))
+        transfer(open_repo(root), "pull", missing, describe_remote(root))
     return len(missing)
 
 
