@@ -19,7 +19,7 @@ from bettersynth.platform.local_run import run_locally
 from bettersynth.platform.pipeline_loader import load_pipeline_module, repo_root
 from bettersynth.platform.placement import load_profile
 from bettersynth.reports.summary import RunSummary, collect_summary
-from bettersynth.tracking.runs import ensure_experiment, local_tracking_uri
+from bettersynth.tracking.runs import ensure_experiment, local_tracking_uri, require_tracking_server
 from bettersynth.versioning.dvc import ensure_dvc_project
 from bettersynth_demo.models import BASE_MODELS, build_tiny_captioner, build_tiny_clip
 from bettersynth_demo.world import WorldConfig, all_texts, build_world
@@ -67,12 +67,13 @@ def run_quickstart(config: QuickstartConfig) -> RunSummary:
     repo = repo_root()
     workspace = Path(config.workspace).resolve()
     workspace.mkdir(parents=True, exist_ok=True)
+    tracking_uri = config.tracking_uri or local_tracking_uri(workspace)
+    mlflow.set_tracking_uri(tracking_uri)
+    require_tracking_server(tracking_uri)  # a server that is down costs seconds here, before any work
     world, models = prepare_inputs(workspace, config.world, config.arch)
     log.info("demo world and tiny models ready in %.1fs", time.monotonic() - started)
 
     ensure_dvc_project(workspace)
-    tracking_uri = config.tracking_uri or local_tracking_uri(workspace)
-    mlflow.set_tracking_uri(tracking_uri)
     experiment_id = ensure_experiment(config.experiment, workspace / "mlruns")
     pipeline = load_pipeline_module().build_pipeline(
         load_profile(repo / config.profile).for_local_run(), config.soup_methods, eval_shards=config.eval_shards

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
         return write_world_only(Path(args.workspace))
     import torch
 
+    from bettersynth.tracking.outage import outage_policy, require_tracking_server
     from bettersynth_demo.proxy.config import SEEDS, ProxyConfig, ProxyModels
     from bettersynth_demo.proxy.experiment import format_table, run_proxy
 
@@ -39,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
     models = ProxyModels.load(config.workspace) if args.reuse_models else None
     if models is not None and models.world.load_config() != config.world:
         models = None  # built for another world: train again
-    result = run_proxy(config, models)
+    if args.tracking_uri:
+        require_tracking_server(args.tracking_uri)  # before training the proxy's models: seconds, not minutes
+    with outage_policy(kept=f"everything already under the workspace {config.workspace.resolve()}"):
+        result = run_proxy(config, models)
     print("\n" + format_table(result) + "\n")
     print("prepare: " + ", ".join(f"{k} {v:.0f}s" for k, v in result["timings"].items())
           + (" (reused)" if models is not None else ""))

@@ -66,6 +66,9 @@ class ProxyConfig:
     experiment: str = EXPERIMENT
     tracking_uri: str | None = None
     arch: Literal["llava", "mgm"] = "llava"  # the base VLM: LLaVA, or Mini-Gemini (scorer tower + ConvNeXt aux)
+    # Train the scorer and the LM side by side in two one-thread processes: on 2 cores that halves their wall
+    # time, where one two-thread process stalls in OpenMP barriers whenever another job shares the cores.
+    prepare_in_parallel: bool = False
 
 
 @dataclass

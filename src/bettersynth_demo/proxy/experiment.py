@@ -71,14 +71,15 @@ def prepare_models(config: ProxyConfig) -> ProxyModels:
     models = workspace / "models" / "proxy"
     captions, chats = pretraining_corpus(world)
     vocab = pretraining_texts(captions, chats)
-    scorer = train_scorer(world.scorer_jsonl, vocab, models / SCORER, config.scorer)
-    timings["scorer"] = scorer.seconds
-    lm = train_language_model(captions, chats, vocab, models / "lm", config.lm)
-    timings["lm"] = lm.seconds
+    scorer, lm = train_scorer_and_lm(world, captions, chats, vocab, models, config)
+    timings["scorer"], timings["lm"] = scorer.seconds, lm.seconds
     mark = time.monotonic()
     base = build_base(config.arch, models, seed=config.lm.seed)
-    train_captioner(world, base, models / CAPTIONER, config.captioner)
-    timings["base_and_captioner"] = time.monotonic() - mark
+    if needs_captioner(config.recipes):
+        train_captioner(world, base, models / CAPTIONER, config.captioner)
+        timings["base_and_captioner"] = time.monotonic() - mark
+    else:
+        timings["base"] = time.monotonic() - mark
     threshold = threshold_from_clean(pair_similarities(models / SCORER, read_pairs(world.calibration_jsonl)),
                                      keep=config.clean_keep)
     result = ProxyModels(world, models, threshold, timings, scorer.losses, config.arch)
@@ -86,6 +87,34 @@ def prepare_models(config: ProxyConfig) -> ProxyModels:
         {"threshold": threshold, "timings": timings, "scorer_losses": scorer.losses, "lm_losses": lm.losses,
          "arch": config.arch}, indent=2))
     return result
+
+
+def needs_captioner(recipes: tuple[str, ...]) -> bool:
+    """Whether any recipe re-captions (the captioner costs minutes to train; a recipe without it never loads it)."""
+    return any(RECIPES.get(name)(0.0).caption_fraction > 0 for name in recipes)
+
+
+def _one_thread(train, *args):
+    """Run ``train`` in this worker process with one torch thread (its share of 2 cores)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return train(*args)
+
+
+def train_scorer_and_lm(world: ProxyWorldPaths, captions: list[str], chats: list[dict[str, str]], vocab: list[str],
+                        models: Path, config: ProxyConfig):
+    """The scorer and the LM: one after the other, or side by side (``config.prepare_in_parallel``)."""
+    if not config.prepare_in_parallel:
+        return (train_scorer(world.scorer_jsonl, vocab, models / SCORER, config.scorer),
+                train_language_model(captions, chats, vocab, models / "lm", config.lm))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        scorer = pool.submit(_one_thread, train_scorer, world.scorer_jsonl, vocab, models / SCORER, config.scorer)
+        lm = pool.submit(_one_thread, train_language_model, captions, chats, vocab, models / "lm", config.lm)
+        return scorer.result(), lm.result()
 
 
 def _llava_base(models: Path, out: Path, seed: int) -> Path:
