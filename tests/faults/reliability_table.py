@@ -26,8 +26,9 @@ def rows(junit: Path) -> list[tuple[str, str, float]]:
         for child in case:
             if child.tag in ("failure", "error"):
                 outcome = "FAILED"
-            elif child.tag == "skipped":
-                outcome = "skipped: " + " ".join((child.get("message") or "").split())[:120]
+            elif child.tag == "skipped":  # an expected failure (xfail) is a fault not survived, not a skip
+                known = child.get("type") == "pytest.xfail"
+                outcome = ("not survived (known): " if known else "skipped: ") + " ".join((child.get("message") or "").split())[:120]
         name, _, params = case.get("name", "").removeprefix("test_faults_").partition("[")
         name = name.replace("_", " ") + (f" [{params}" if params else "")
         found.append((f"{case.get('classname', '').rsplit('.', 1)[-1].removeprefix('test_faults_')}: {name}",

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bettersynth.core.images import ImageError, normalise_rel, resolve_image
 from bettersynth.core.sample import Sample
+from bettersynth.recipes.step_files import is_full_disk
 
 
 class ImageStage:
@@ -45,6 +46,8 @@ class ImageStage:
                 for rel in sample.images:
                     place_image(rel, self.source, self.scratch, placed)
             except (ImageError, OSError) as exc:
+                if is_full_disk(exc):  # the disk, not the sample
+                    raise
                 reject(sample.id, f"sample {sample.id!r}: {exc}")
                 continue
             staged.append(sample)
@@ -72,7 +75,11 @@ def place_image(rel: str, root: Path, images_dir: Path, placed: set[str]) -> str
             os.link(source, target)
         except OSError:  # other filesystem, or links not allowed: copy, then rename into place
             partial = target.with_name(target.name + ".partial")
-            shutil.copy2(source, partial)
+            try:
+                shutil.copy2(source, partial)
+            except OSError:
+                partial.unlink(missing_ok=True)  # a full disk: give the space back, no half image stays
+                raise
             os.replace(partial, target)
     placed.add(rel)
     return rel

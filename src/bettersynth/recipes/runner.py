@@ -47,7 +47,7 @@ from bettersynth.engine.inference import auto_workers
 from bettersynth.engine.score_cache import FileDigests, ScoreCache, default_cache_dir
 from bettersynth.ops.base import Decision, Filter, Mapped, Mapper, OpContext, Operator
 from bettersynth.recipes.image_links import ImageStage, place_image
-from bettersynth.recipes.step_files import Checkpoint, StepFiles, run_fingerprint
+from bettersynth.recipes.step_files import Checkpoint, StepFiles, is_full_disk, run_fingerprint
 from bettersynth.recipes.stream import CarriesState, IdRegistry, NeedsDatasetPass
 
 if TYPE_CHECKING:
@@ -220,27 +220,28 @@ def run_recipe(
     cache = ScoreCache(Path(cache_dir) if cache_dir else default_cache_dir()) if recipe.extra.get("use_cache", True) else None
     context = OpContext(engine=engine, model_root=Path(model_root) if model_root else None, score_cache=cache, output_dir=out_dir)
     ops = recipe.build_ops(context)
-    checkpoint = files.open(resume)
-    if checkpoint.report is not None:  # killed while renaming: finish the renames
+    with files.reporting_full_disk():  # ENOSPC: one line naming out_dir; the completed chunks stay
+        checkpoint = files.open(resume)
+        if checkpoint.report is not None:  # killed while renaming: finish the renames
+            files.finish(checkpoint)
+            return StepReport.from_json(checkpoint.report)
+        stage = None
+        if any(op.writes_images for op in ops):  # new files go to a scratch root inside out_dir, never the input
+            stage = ImageStage(dataset_root, files.work / SCRATCH_ROOT)
+            engine.dataset_root = stage.scratch
+        ingest = _Ingest(dataset_root, workers) if validate_images else None
+        _first_pass(ops, input_jsonl, chunk_size, select, context, files.work, stage, ingest)
+        ids = IdRegistry(files.work / "ids.sqlite")
+        try:
+            tally = _stream(ops, input_jsonl, engine.dataset_root, out_dir, chunk_size, select, context, files, checkpoint, ids,
+                            stage, ingest)
+        finally:
+            ids.close()
+            files.close()
+        report = tally.report(recipe.hash(), files.fingerprint)
+        report.check()
+        checkpoint.report = asdict(report)
         files.finish(checkpoint)
-        return StepReport.from_json(checkpoint.report)
-    stage = None
-    if any(op.writes_images for op in ops):  # new files go to a scratch root inside out_dir, never the input
-        stage = ImageStage(dataset_root, files.work / SCRATCH_ROOT)
-        engine.dataset_root = stage.scratch
-    ingest = _Ingest(dataset_root, workers) if validate_images else None
-    _first_pass(ops, input_jsonl, chunk_size, select, context, files.work, stage, ingest)
-    ids = IdRegistry(files.work / "ids.sqlite")
-    try:
-        tally = _stream(ops, input_jsonl, engine.dataset_root, out_dir, chunk_size, select, context, files, checkpoint, ids, stage,
-                        ingest)
-    finally:
-        ids.close()
-        files.close()
-    report = tally.report(recipe.hash(), files.fingerprint)
-    report.check()
-    checkpoint.report = asdict(report)
-    files.finish(checkpoint)
     return report
 
 
@@ -455,6 +456,8 @@ def _export(samples: list[Sample], root: Path, out_dir: Path, ledger: _Ledger) -
         try:
             new_paths = [place_image(rel, root, images_dir, placed) for rel in sample.images]
         except (ImageError, OSError) as exc:
+            if is_full_disk(exc):  # the output's disk, not the sample: fail the step, never drop the sample
+                raise
             ledger.reject(sample.id, "export", str(exc))
             continue
         sample.images = [f"images/{p}" for p in new_paths]

@@ -8,7 +8,10 @@ their lengths, the input position and the counters; a restarted run cuts the
 files back to those lengths (dropping whatever a killed chunk half wrote) and
 goes on from there, so it ends byte-identical to a run never interrupted.
 ``report.json`` is written last: it marks the folder complete, and carries
-the fingerprint of what produced it, so a second run does no work.
+the fingerprint of what produced it, so a second run does no work. A disk
+that fills ends the step in one line naming ENOSPC and the folder
+(``StepFiles.reporting_full_disk``); the completed chunks stay, and the
+rerun goes on from them once there is room.
 
 Layout while running::
 
@@ -19,12 +22,15 @@ Layout while running::
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,6 +43,15 @@ RESUME_DIR = ".resume"
 OUTPUTS = ("samples.jsonl", "outcomes.jsonl", "rejected.jsonl")
 REPORT = "report.json"
 CHECKPOINT = "checkpoint.json"
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_full_disk(exc: BaseException) -> bool:
+    """True for a write refused for want of space: ENOSPC/EDQUOT, or SQLite's "database or disk is full"."""
+    if isinstance(exc, OSError):
+        return exc.errno in FULL_DISK_ERRNOS
+    return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                                               or "disk is full" in str(exc))
 
 
 def file_sha256(path: Path) -> str:
@@ -87,6 +102,20 @@ class StepFiles:
         self.work = self.out_dir / RESUME_DIR
         self.fingerprint = fingerprint
         self._handles: dict[str, BinaryIO] = {}
+        self.committed = 0  # chunks durable on disk (what a rerun starts from)
+
+    @contextlib.contextmanager
+    def reporting_full_disk(self) -> Iterator[None]:
+        """A full disk inside the block raises one ``OSError(ENOSPC)`` line naming the folder and what was kept."""
+        try:
+            yield
+        except (OSError, sqlite3.Error) as exc:
+            if not is_full_disk(exc):
+                raise
+            free = shutil.disk_usage(self.out_dir).free if self.out_dir.exists() else 0
+            raise OSError(errno.ENOSPC, f"step output {self.out_dir} not written: no space left on device (ENOSPC, "
+                          f"{free} bytes free); {self.committed} completed chunk(s) kept in {self.work}; free space "
+                          "and rerun to resume") from exc
 
     def finished_report(self) -> dict[str, Any] | None:
         """The saved report when the folder is complete for this same fingerprint."""
@@ -109,6 +138,7 @@ class StepFiles:
             checkpoint = Checkpoint(self.fingerprint, sizes=dict.fromkeys(OUTPUTS, 0))
         elif checkpoint.report is None:
             log.info("%s: resuming after %d completed chunk(s) (input line %d)", self.out_dir, checkpoint.chunks, checkpoint.position.line)
+        self.committed = checkpoint.chunks
         if checkpoint.report is None:
             for name in OUTPUTS:
                 handle = (self.work / name).open("ab")
@@ -140,6 +170,7 @@ class StepFiles:
             os.fsync(handle.fileno())
             checkpoint.sizes[name] = os.fstat(handle.fileno()).st_size
         self._write_checkpoint(checkpoint)
+        self.committed = checkpoint.chunks
 
     def finish(self, checkpoint: Checkpoint) -> None:
         """Give the outputs their final names, then write ``report.json`` (the completion mark)."""
@@ -153,8 +184,10 @@ class StepFiles:
         shutil.rmtree(self.work, ignore_errors=True)
 
     def close(self) -> None:
+        """Close the partial files; what a failed close loses lies past the last commit, which a rerun cuts anyway."""
         for handle in self._handles.values():
-            handle.close()
+            with contextlib.suppress(OSError):
+                handle.close()
         self._handles.clear()
 
     def _write_checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -164,8 +197,12 @@ class StepFiles:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".partial")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        tmp.unlink(missing_ok=True)  # give the space back; ``path`` keeps its last whole version
+        raise
     os.replace(tmp, path)

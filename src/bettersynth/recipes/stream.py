@@ -91,6 +91,8 @@ class IdRegistry:
         self.commit(chunk)
 
     def close(self) -> None:
-        if self._db.in_transaction:
-            self._db.execute("COMMIT")
-        self._db.close()
+        try:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+        finally:  # a full disk can refuse the COMMIT; the connection is closed all the same
+            self._db.close()
