@@ -54,3 +54,19 @@ def pausable_moto(root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
             os.killpg(process.pid, signal.SIGCONT)
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+@contextlib.contextmanager
+def size_limited_folder(folder: Path, size: str) -> Iterator[Path]:
+    """``folder`` as a tmpfs of ``size`` (e.g. ``96k``, ``16m``; root only); skips the test where mounting is refused."""
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"no size-limited folder: mount -t tmpfs refused ({mounted.stderr.strip() or mounted.returncode})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

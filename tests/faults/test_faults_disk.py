@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fault_services import size_limited_folder
 from robust_data import clean_dataset
 
 from bettersynth.recipes.recipe import Recipe
@@ -55,16 +56,8 @@ def uninterrupted(dataset, tmp_path_factory) -> dict[str, bytes]:
 @pytest.fixture
 def small_disk(tmp_path):
     """A 96 KiB tmpfs: room for a few chunks of the output, not all of it; skipped where mount is refused."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(folder)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"no size-limited folder: mount -t tmpfs refused ({mounted.stderr.strip() or mounted.returncode})")
-    try:
+    with size_limited_folder(tmp_path / "disk", "96k") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_faults_disk_full_during_data_step(dataset, uninterrupted, small_disk):

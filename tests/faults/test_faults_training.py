@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fault_services import size_limited_folder
 
 from bettersynth.train import defaults_for, train_stage
 from bettersynth.train.checkpoint import (
@@ -90,16 +91,8 @@ def test_faults_damaged_checkpoint_refused_with_its_path(llava_dir, chat_records
 @pytest.fixture
 def small_disk(tmp_path):
     """A 16 MiB tmpfs (a stage-2 checkpoint is about 1.5 MiB) (root only: mount); skipped with the reason where mounting is not permitted."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"no size-limited folder: mount -t tmpfs refused ({mounted.stderr.strip() or mounted.returncode})")
-    try:
+    with size_limited_folder(tmp_path / "disk", "16m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def _fill(folder: Path, leave: int) -> Path:

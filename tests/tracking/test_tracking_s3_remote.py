@@ -20,13 +20,9 @@ pytest.importorskip("moto", reason="moto[server] is not installed")
 
 @pytest.fixture
 def s3(tmp_path, monkeypatch):
-    from tracking_servers import s3_server
+    from tracking_servers import s3_bucket
 
-    with s3_server(tmp_path) as endpoint:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            monkeypatch.setenv(key, value)  # credentials from the environment, never in .dvc/config
-        client = boto3.client("s3", endpoint_url=endpoint)
-        client.create_bucket(Bucket="variants")
+    with s3_bucket(tmp_path, monkeypatch, "variants") as (client, endpoint):
         monkeypatch.setenv(REMOTE_ENV, "s3://variants/dvc")
         monkeypatch.setenv(ENDPOINT_ENV, endpoint)
         yield client

@@ -19,14 +19,10 @@ pytest.importorskip("moto", reason="moto[server] is not installed")
 
 @pytest.fixture
 def s3(tmp_path, monkeypatch):
-    from tracking_servers import s3_server
+    from tracking_servers import s3_bucket
 
-    with s3_server(tmp_path) as endpoint:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            monkeypatch.setenv(key, value)
-        client = boto3.client("s3", endpoint_url=endpoint)
-        client.create_bucket(Bucket="team")
-        yield client, endpoint
+    with s3_bucket(tmp_path, monkeypatch, "team") as found:
+        yield found
 
 
 def test_a_folder_and_its_child_on_s3_store_each_image_once(s3, tmp_path):

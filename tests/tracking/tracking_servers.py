@@ -116,3 +116,18 @@ def s3_server(root: Path) -> Iterator[str]:
     args = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
     with _process(args, root / "moto.log", f"{url}/moto-api/"):
         yield url
+
+
+@contextlib.contextmanager
+def s3_bucket(root: Path, monkeypatch, bucket: str):
+    """A moto S3 server with ``bucket`` made, test credentials in the environment (never in a config file);
+    yields (boto3 client, endpoint URL)."""
+    import boto3
+
+    with s3_server(root) as endpoint:
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(key, value)
+        client = boto3.client("s3", endpoint_url=endpoint)
+        client.create_bucket(Bucket=bucket)
+        yield client, endpoint

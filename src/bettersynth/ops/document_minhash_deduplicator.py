@@ -31,10 +31,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from bettersynth.core.sample import Sample, clean_text
+from bettersynth.core.sample import Sample
 from bettersynth.ops.base import OpConfig
 from bettersynth.ops.deduplicator import Deduplicator
-from bettersynth.ops.document_simhash_deduplicator import split_on_punctuation
+from bettersynth.ops.document_simhash_deduplicator import document_tokens
 from bettersynth.ops.simhash import shingles
 
 
@@ -83,16 +83,7 @@ class DocumentMinhashDeduplicator(Deduplicator):
         self.tables: list[dict[str, str]] = [{} for _ in range(self.bands)]  # band key -> kept id, per band
 
     def tokens(self, text: str) -> list[str]:
-        cfg = self.config
-        text = clean_text(text)
-        if cfg.lowercase:
-            text = text.lower()
-        if self._pattern is not None:
-            text = self._pattern.sub("", text)
-        if cfg.tokenization == "character":
-            return list(text)
-        parts = split_on_punctuation(text) if cfg.tokenization == "punctuation" else text.split(" ")
-        return [p for p in parts if p]
+        return document_tokens(text, self.config.lowercase, self._pattern, self.config.tokenization)
 
     def band_keys(self, text: str) -> str:
         """The sample's band keys, or "" for a text with no tokens (always kept)."""

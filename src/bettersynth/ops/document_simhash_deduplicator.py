@@ -75,16 +75,7 @@ class DocumentSimhashDeduplicator(Deduplicator):
         self._order: dict[int, int] = {}  # hash -> when it was first seen
 
     def tokens(self, text: str) -> list[str]:
-        cfg = self.config
-        text = clean_text(text)
-        if cfg.lowercase:
-            text = text.lower()
-        if self._pattern is not None:
-            text = self._pattern.sub("", text)
-        if cfg.tokenization == "character":
-            return list(text)
-        parts = split_on_punctuation(text) if cfg.tokenization == "punctuation" else text.split(" ")
-        return [p for p in parts if p]
+        return document_tokens(text, self.config.lowercase, self._pattern, self.config.tokenization)
 
     def simhash(self, text: str) -> int:
         sep = "" if self.config.tokenization == "character" else " "
@@ -116,3 +107,17 @@ class DocumentSimhashDeduplicator(Deduplicator):
             self._order[h] = len(self._order)
             self.index.add(h)
             self.first_ids[h] = kept_id
+
+
+def document_tokens(text: str, lowercase: bool, pattern: re.Pattern | None, tokenization: str) -> list[str]:
+    """A caption's tokens as Data-Juicer's text deduplicators cut them: special tokens out, then
+    lowercased and ``pattern`` removed if asked, then characters, punctuation-split or space-split words."""
+    text = clean_text(text)
+    if lowercase:
+        text = text.lower()
+    if pattern is not None:
+        text = pattern.sub("", text)
+    if tokenization == "character":
+        return list(text)
+    parts = split_on_punctuation(text) if tokenization == "punctuation" else text.split(" ")
+    return [p for p in parts if p]
