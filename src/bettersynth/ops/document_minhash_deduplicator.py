@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, model_validator
 
 from bettersynth.core.sample import Sample
-from bettersynth.ops.base import OpConfig
 from bettersynth.ops.deduplicator import Deduplicator
-from bettersynth.ops.document_simhash_deduplicator import document_tokens
+from bettersynth.ops.document_simhash_deduplicator import TokenizedTextConfig, document_tokens
 from bettersynth.ops.simhash import shingles
 
 
@@ -50,11 +49,8 @@ class DocumentMinhashDeduplicator(Deduplicator):
     name = "document_minhash_deduplicator"
     stat_key = "minhash_bands"
 
-    class Config(OpConfig):
-        tokenization: Literal["space", "punctuation", "character"] = "space"  # how text is cut into tokens
+    class Config(TokenizedTextConfig):
         window_size: int = Field(5, ge=1)  # tokens per shingle
-        lowercase: bool = True  # compare lower-cased text
-        ignore_pattern: str | None = None  # regular expression (Python re) of text to drop before hashing
         num_permutations: int = Field(256, ge=2)  # MinHash values per sample
         jaccard_threshold: float = Field(0.7, ge=0.0, le=1.0)  # least Jaccard similarity of duplicates
         num_bands: int | None = Field(None, ge=1)  # LSH bands; derived from the threshold when None
@@ -68,11 +64,6 @@ class DocumentMinhashDeduplicator(Deduplicator):
             if self.num_bands is not None and self.num_bands * self.num_rows > self.num_permutations:
                 raise ValueError(f"num_bands * num_rows ({self.num_bands * self.num_rows}) must be "
                                  f"<= num_permutations ({self.num_permutations})")
-            if self.ignore_pattern is not None:
-                try:
-                    re.compile(self.ignore_pattern)
-                except re.error as exc:
-                    raise ValueError(f"ignore_pattern: not a valid regex ({exc})") from None
             return self
 
     def __init__(self, *args: Any, **kwargs: Any):

@@ -24,7 +24,7 @@ import re
 import unicodedata
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from bettersynth.core.sample import Sample, clean_text
 from bettersynth.ops.base import OpConfig
@@ -45,15 +45,30 @@ def split_on_punctuation(text: str) -> list[str]:
     return pieces
 
 
+class TokenizedTextConfig(OpConfig):
+    """How Data-Juicer's text deduplicators cut a caption into tokens (``document_tokens``)."""
+
+    tokenization: Literal["space", "punctuation", "character"] = "space"  # how text is cut into tokens
+    lowercase: bool = True  # compare lower-cased text
+    ignore_pattern: str | None = None  # regular expression (Python re) of text to drop before hashing
+
+    @field_validator("ignore_pattern")
+    @classmethod
+    def _regex(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"ignore_pattern: not a valid regex ({exc})") from None
+        return pattern
+
+
 class DocumentSimhashDeduplicator(Deduplicator):
     name = "document_simhash_deduplicator"
     stat_key = "simhash"
 
-    class Config(OpConfig):
-        tokenization: Literal["space", "punctuation", "character"] = "space"  # how text is cut into tokens
+    class Config(TokenizedTextConfig):
         window_size: int = Field(6, ge=1)  # tokens per shingle
-        lowercase: bool = True  # compare lower-cased text
-        ignore_pattern: str | None = None  # regular expression (Python re) of text to drop before hashing
         num_blocks: int = Field(6, ge=1, le=64)  # index blocks; must exceed hamming_distance
         hamming_distance: int = Field(4, ge=1)  # most differing bits between near-duplicates
 
@@ -61,11 +76,6 @@ class DocumentSimhashDeduplicator(Deduplicator):
         def _blocks(self) -> DocumentSimhashDeduplicator.Config:
             if self.hamming_distance >= self.num_blocks:
                 raise ValueError(f"hamming_distance ({self.hamming_distance}) must be < num_blocks ({self.num_blocks})")
-            if self.ignore_pattern is not None:
-                try:
-                    re.compile(self.ignore_pattern)
-                except re.error as exc:
-                    raise ValueError(f"ignore_pattern: not a valid regex ({exc})") from None
             return self
 
     def __init__(self, *args: Any, **kwargs: Any):
