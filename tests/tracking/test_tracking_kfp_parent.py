@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 
 from mlflow import MlflowClient
@@ -65,19 +64,25 @@ def test_with_kfps_mlflow_plugin_steps_log_into_the_injected_run(sqlite_server):
 
 
 def test_an_older_parent_that_lands_late_wins_and_the_newer_one_is_deleted(sqlite_server, monkeypatch):
-    """The race CI once lost: a step creates a parent, sees only its own, while another's older create is in flight."""
+    """The race CI once lost: a step creates a parent and sees only its own while another's older create is
+    in flight. Here that create lands, deterministically, while the step waits out the settle time."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_server)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "cluster-rehearsal")
     monkeypatch.setattr(runs, "_KFP_PARENTS", {})
     client = MlflowClient(sqlite_server)
-    chosen: list[str] = []
-    asking = threading.Thread(target=lambda: chosen.append(kfp_parent_run("c0ffee00-late", settle_s=2.0)))
+    experiment_id = runs.ensure_experiment("cluster-rehearsal")
     asked_at_ms = int(time.time() * 1000)
-    asking.start()
-    time.sleep(0.5)  # the asking step has created its parent and is waiting out the settle time
-    experiment = client.get_experiment_by_name("cluster-rehearsal")
-    late = client.create_run(experiment.experiment_id, start_time=asked_at_ms - 50, tags={KFP_RUN_TAG: "c0ffee00-late"})
-    asking.join(timeout=30)
-    assert chosen == [late.info.run_id]
-    [active] = client.search_runs([experiment.experiment_id], f"tags.`{KFP_RUN_TAG}` = 'c0ffee00-late'")
+    landed = []
+    real_sleep = time.sleep
+
+    def settle_while_an_older_create_lands(seconds: float) -> None:
+        landed.append(client.create_run(experiment_id, start_time=asked_at_ms - 50, tags={KFP_RUN_TAG: "c0ffee00-late"}))
+        real_sleep(seconds)
+
+    monkeypatch.setattr(runs.time, "sleep", settle_while_an_older_create_lands)
+    chosen = kfp_parent_run("c0ffee00-late", settle_s=2.0)
+    monkeypatch.setattr(runs.time, "sleep", real_sleep)
+    [late] = landed  # the step did wait: it had created a parent of its own
+    assert chosen == late.info.run_id
+    [active] = client.search_runs([experiment_id], f"tags.`{KFP_RUN_TAG}` = 'c0ffee00-late'")
     assert active.info.run_id == late.info.run_id
