@@ -63,10 +63,10 @@ def test_with_kfps_mlflow_plugin_steps_log_into_the_injected_run(sqlite_server):
     assert everywhere == []  # the plugin's parent is used; none of our own is opened
 
 
-def test_an_older_parent_that_lands_late_wins_and_the_newer_one_is_deleted(sqlite_server, monkeypatch):
+def test_an_older_parent_that_lands_late_wins_and_the_newer_one_is_deleted(sqlite_server, tracking_to, monkeypatch):
     """The race CI once lost: a step creates a parent and sees only its own while another's older create is
     in flight. Here that create lands, deterministically, while the step waits out the settle time."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_server)
+    tracking_to(sqlite_server)  # in this process too: an earlier test's set_tracking_uri outranks the environment
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "cluster-rehearsal")
     monkeypatch.setattr(runs, "_KFP_PARENTS", {})
     client = MlflowClient(sqlite_server)
