@@ -260,10 +260,10 @@ def directory_hash(root: Path, path: Path) -> str:
     return obj.hash_info.value
 
 
-def list_variants(root: Path) -> list[dict[str, Any]]:
-    """Every variant pointer under ``data/variants`` with its hash and lineage ``meta``."""
+def list_variants(root: Path, folder: str = VARIANTS_DIR) -> list[dict[str, Any]]:
+    """Every variant pointer under ``folder`` (copied variants by default) with its hash and lineage ``meta``."""
     rows = []
-    for pointer in sorted((Path(root) / VARIANTS_DIR).glob("*.dvc")):
+    for pointer in sorted((Path(root) / folder).glob("*.dvc")):
         document = yaml.safe_load(pointer.read_text())
         rows.append({"name": pointer.stem, "dataset_hash": document["outs"][0]["md5"], "meta": document.get("meta", {})})
     return rows

@@ -27,7 +27,14 @@ from typing import Any
 
 import yaml
 
-from bettersynth.versioning.dvc import describe_remote, ensure_dvc_project, open_repo, pointer_hash, transfer
+from bettersynth.versioning.dvc import (
+    describe_remote,
+    ensure_dvc_project,
+    list_variants,
+    open_repo,
+    pointer_hash,
+    transfer,
+)
 
 MANIFESTS_DIR = Path("data") / "manifests"
 STORE_DIR = Path("data") / "store"  # the project's own shard store
@@ -112,8 +119,4 @@ def pull_files(root: Path, files: Sequence[Path]) -> int:
 
 def list_manifests(root: Path) -> list[dict[str, Any]]:
     """Every manifest variant with its hash and lineage ``meta``."""
-    rows = []
-    for pointer in sorted((Path(root) / MANIFESTS_DIR).glob("*.dvc")):
-        document = yaml.safe_load(pointer.read_text())
-        rows.append({"name": pointer.stem, "dataset_hash": document["outs"][0]["md5"], "meta": document.get("meta", {})})
-    return rows
+    return list_variants(root, MANIFESTS_DIR)
