@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from bettersynth.core.retry import Backoff, outage_budget, with_retries
+from bettersynth.core.stalled_s3 import watch_s3
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +174,20 @@ def transfer(repo, direction: str, pointers: Sequence[Path], url: str, backoff: 
     Any error is retried: a transfer fails through DVC, fsspec or botocore
     exceptions alike, and the final message carries the original one. Nothing
     local is removed on failure: the variant, its pointer and the DVC cache
-    stay, and the same call succeeds once the remote is back.
+    stay, and the same call succeeds once the remote is back. An S3 endpoint
+    that hangs mid-transfer is given up on at its first timeout (``watch_s3``);
+    each attempt probes it afresh.
     """
     repo = bounded_remote(repo)
     targets = [str(p) for p in pointers]
-    call = (lambda: repo.push(targets=targets)) if direction == "push" else (lambda: repo.pull(targets=targets, force=True))
-    with bounded_s3_attempts():
-        return with_retries(call, f"DVC remote ({direction})", url, retry_on=(Exception,), backoff=backoff)
+    move = (lambda: repo.push(targets=targets)) if direction == "push" else (lambda: repo.pull(targets=targets, force=True))
+    with bounded_s3_attempts(), watch_s3() as watch:
+
+        def attempt() -> int:
+            watch.reset()
+            return move()
+
+        return with_retries(attempt, f"DVC remote ({direction})", url, retry_on=(Exception,), backoff=backoff)
 
 
 def bounded_remote(repo):
