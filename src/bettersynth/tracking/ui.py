@@ -4,7 +4,8 @@ Why: MLflow 3.17's runs table shows Run Name, Created, Dataset, Duration, Source
 a person picks columns, so scores stay hidden. A run's description (the ``mlflow.note.content``
 tag) is shown on its page and in the table's Description column; a saved view (MLflow's "Views"
 menu, stored as the experiment tag ``mlflow.sharedViewState.<key>``) picks that column and the
-score metrics and opens each pipeline run expanded. The printed link opens it by its key.
+score metrics, sets the order and widths its columns open with, and opens each pipeline run
+expanded. The printed link opens it by its key.
 
 Example::
 
@@ -27,10 +28,16 @@ RUNS_VIEW_KEY = "bettersynth-models"
 RUNS_VIEW_NAME = "models and scores"  # its name in the runs page's Views menu
 RUNS_VIEW_QUERY = f"viewStateShareKey={RUNS_VIEW_KEY}"  # the runs page's URL parameter that opens it
 SCORE_METRICS = ("textvqa_accuracy", "mmbench_circular")
-# Columns besides Run Name, Created and Duration, which MLflow always shows, in MLflow's fixed order.
-# Description comes right after Duration, so a model's scores (its description's first words) read
-# without scrolling; Models would come before it and push it out of a 1600-pixel window.
+# Columns besides Run Name, Created and Duration, which MLflow always shows (Models is left out: it
+# would push Description out of a 1600-pixel window).
 VIEW_COLUMNS = ("attributes.`Dataset`", "attributes.`Description`", *(f"metrics.`{name}`" for name in SCORE_METRICS))
+# Pixel widths the view opens with. MLflow pins Run Name and Created on the left and gives Run Name
+# 190 px and Description 300 px; with its assistant panel open, a 1600-pixel window shows the
+# scrolling part of the table from 635 px to 1160 px, which cut the MMBench score off the
+# description and the recipe chain off the parent's name. Description now leads the scrolling part.
+VIEW_WIDTHS = {"attributes.`Run Name`": 340, "attributes.`Description`": 250}
+VIEW_ORDER = ("attributes.`Run Name`", "attributes.`Description`", "attributes.`Dataset`",
+              *(f"metrics.`{name}`" for name in SCORE_METRICS))
 MAX_EXPANDED = 200  # pipeline runs the view opens expanded, newest kept: ~10,000 of a tag's 20,000 characters
 
 
@@ -52,7 +59,8 @@ def save_runs_view(experiment_id: str, expand: Sequence[str] = (), client: Any =
     envelope = json.loads(saved) if saved else {"createdAt": now}
     expanded = dict(json.loads(envelope["state"]).get("runsExpanded", {})) if saved else {}
     expanded |= dict.fromkeys(expand, True)
-    state = {"selectedColumns": list(VIEW_COLUMNS), "runsExpanded": dict(list(expanded.items())[-MAX_EXPANDED:])}
+    state = {"selectedColumns": list(VIEW_COLUMNS), "columnOrder": list(VIEW_ORDER), "columnWidths": dict(VIEW_WIDTHS),
+             "runsExpanded": dict(list(expanded.items())[-MAX_EXPANDED:])}
     envelope = {"name": RUNS_VIEW_NAME, "createdAt": envelope["createdAt"], "updatedAt": now, "state": json.dumps(state)}
     client.set_experiment_tag(experiment_id, tag, json.dumps(envelope))
     return RUNS_VIEW_KEY
