@@ -154,5 +154,7 @@ def test_faults_hung_s3_endpoint_is_bounded_by_the_budget(tmp_path, monkeypatch)
     with hung_server() as endpoint, pytest.raises(ServiceUnavailable) as err:
         monkeypatch.setenv(ENDPOINT_ENV, endpoint)
         version_variant(tmp_path / "project", tmp_path / "source", "v1")
-    # 1 s reads (budget / 6), no botocore retries under s3fs's five: one DVC attempt uses the budget
-    assert err.value.attempts == 1 and "ReadTimeoutError" in err.value.cause
+    # 1 s reads (budget / 6), no botocore retries; each DVC attempt ends at its first unanswered timeout
+    # (core.stalled_s3), so both attempts fit in the budget
+    assert 1 <= err.value.attempts <= 2 and err.value.waited <= 6, err.value
+    assert "ReadTimeoutError" in err.value.cause or "timed out unanswered" in err.value.cause
