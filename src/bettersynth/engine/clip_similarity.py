@@ -34,10 +34,26 @@ class HfClipEncoder:
     """``CLIPModel`` + ``CLIPProcessor``: padded tokens with an attention mask."""
 
     @staticmethod
-    def inputs(processor: Any, images: list[Image.Image], texts: list[str], info: dict) -> dict[str, torch.Tensor]:
-        pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    def inputs(processor: Any, images: list[Image.Image] | None, texts: list[str], info: dict) -> dict[str, torch.Tensor]:
+        """Model inputs; without ``images`` (decoded on the device later) the text's only."""
         tokens = processor.tokenizer(texts, padding=True, truncation=True, max_length=info.get("max_text_len", 77), return_tensors="pt")
-        return {"pixel_values": pixels, "input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+        inputs = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+        if images is not None:
+            inputs["pixel_values"] = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        return inputs
+
+    @staticmethod
+    def decodes_on_device(processor: Any) -> bool:
+        """The torchvision image processor (transformers' default) takes device tensors and resizes them there."""
+        return getattr(processor.image_processor, "backend", None) == "torchvision"
+
+    @staticmethod
+    def device_pixels(processor: Any, images: list[torch.Tensor]) -> torch.Tensor:
+        """The same processor, its settings read from the model folder, run where the tensors are: as the
+        CPU path only with the PIL decode swapped for the device's."""
+        device = images[0].device
+        return processor.image_processor(images=images, return_tensors="pt", input_data_format="channels_first",
+                                         device=device)["pixel_values"]
 
     @staticmethod
     def image_features(model: Any, inputs: dict[str, Any]) -> torch.Tensor:
@@ -54,6 +70,10 @@ class OpenClipEncoder:
     @staticmethod
     def inputs(processor: Any, images: list[Image.Image], texts: list[str], info: dict) -> dict[str, torch.Tensor]:
         return {"pixel_values": processor.pixel_values(images), "input_ids": processor.tokens(texts)}
+
+    @staticmethod
+    def decodes_on_device(processor: Any) -> bool:
+        return False  # its transforms are PIL's
 
     @staticmethod
     def image_features(model: Any, inputs: dict[str, Any]) -> torch.Tensor:
@@ -101,8 +121,17 @@ class ClipSimilarityTask(InferenceTask):
         # A chunk with several images repeats its text: encode each distinct text once.
         texts = list(dict.fromkeys(p["text"] for p in prepared))
         index = {text: i for i, text in enumerate(texts)}
-        inputs = CLIP_ENCODERS.get(self.loader).inputs(processor, [p["image"] for p in prepared], texts, info)
+        images = [p["image"] for p in prepared]
+        on_device = all(image is None for image in images)  # decoded on the device: pixels come in device_inputs
+        inputs = CLIP_ENCODERS.get(self.loader).inputs(processor, None if on_device else images, texts, info)
         return inputs | {"text_index": torch.tensor([index[p["text"]] for p in prepared])}
+
+    def decodes_on_device(self, processor: Any) -> bool:
+        return CLIP_ENCODERS.get(self.loader).decodes_on_device(processor)
+
+    def device_inputs(self, bundle: ModelBundle, inputs: dict[str, Any], images: list[Any], rows: list[Row]) -> dict[str, Any]:
+        images = [flip_tensor(image, self.horizontal_flip, self.vertical_flip) for image in images]
+        return inputs | {"pixel_values": CLIP_ENCODERS.get(self.loader).device_pixels(bundle.processor, images)}
 
     def forward(self, bundle: ModelBundle, inputs: dict[str, Any], rows: list[Row]) -> list[float]:
         encoder = CLIP_ENCODERS.get(self.loader)
@@ -119,3 +148,9 @@ def flip(image: Image.Image, horizontal: bool, vertical: bool) -> Image.Image:
     if vertical:
         image = ImageOps.flip(image)
     return image
+
+
+def flip_tensor(image: torch.Tensor, horizontal: bool, vertical: bool) -> torch.Tensor:
+    """``flip`` for a CHW tensor: the same pixels as mirroring / flipping the PIL image."""
+    dims = [d for d, on in ((-1, horizontal), (-2, vertical)) if on]
+    return torch.flip(image, dims) if dims else image

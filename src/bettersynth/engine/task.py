@@ -72,6 +72,20 @@ class InferenceTask(ABC):
     def forward(self, bundle: ModelBundle, inputs: dict[str, Any], rows: list[Row]) -> list[Any]:
         """One output per row; runs in the main process under ``inference_mode``."""
 
+    # Decoding on the model's device (``EngineSettings.decode``), for tasks that opt in: workers
+    # then read the files but decode nothing, ``prepare`` gets ``None`` for the image, ``collate``
+    # builds every input but the pixels, and ``device_inputs`` adds those from the decoded batch.
+
+    def decodes_on_device(self, processor: Any) -> bool:
+        """Whether this task can take its images decoded on the model's device; most cannot."""
+        return False
+
+    def device_inputs(self, bundle: ModelBundle, inputs: dict[str, Any], images: list[Any], rows: list[Row]) -> dict[str, Any]:
+        """``inputs`` completed with the batch's images (uint8 RGB CHW tensors on the device, one per row,
+        in row order; ``transform_image``'s change is this method's to make); runs in the model's process,
+        on a helper thread one batch ahead of ``forward``."""
+        raise NotImplementedError(f"{type(self).__name__} does not decode on the device")
+
 
 def image_rows(sample_idx: int, sample: Sample, repeat: int = 1, seed: int | None = None) -> list[Row]:
     """One row per (chunk, image, repeat k), keyed ``(chunk_idx, image_idx, k)``; chunks

@@ -43,7 +43,7 @@ from bettersynth.core.images import ImageError, check_image
 from bettersynth.core.sample import Sample
 from bettersynth.data.jsonl import BadLine, Position, iter_jsonl
 from bettersynth.engine import Engine, EngineSettings, Failure
-from bettersynth.engine.inference import auto_workers
+from bettersynth.engine.inference import DecodeSetting, auto_workers
 from bettersynth.engine.score_cache import FileDigests, ScoreCache, default_cache_dir
 from bettersynth.ops.base import Decision, Filter, Mapped, Mapper, OpContext, Operator
 from bettersynth.recipes.image_links import ImageStage, place_image
@@ -194,6 +194,7 @@ def run_recipe(
     resume: bool = True,
     resume_key: str | None = None,
     validate_images: bool = True,
+    decode: DecodeSetting = "cpu",
 ) -> StepReport:
     """Apply ``recipe`` to ``input_jsonl``; ``select(op, sample)`` limits mappers to a subset
     (unselected samples pass through kept); filters always see every sample.
@@ -206,6 +207,9 @@ def run_recipe(
     be fingerprinted: pass ``resume_key`` (e.g. "fraction=0.2,seed=1") naming
     it, or the run always starts fresh. ``validate_images`` False skips the
     checks at ingestion (for inputs already checked, e.g. the rounds' staging).
+    ``decode`` is ``EngineSettings.decode``: "device" (or "auto" on CUDA)
+    decodes the ops' JPEGs in batches on the GPU; the ingestion checks still
+    decode every image on the CPU.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size: must be >= 1, got {chunk_size}")
@@ -216,7 +220,7 @@ def run_recipe(
         log.info("%s: already complete for this recipe and input (report.json); nothing to do", out_dir)
         return StepReport.from_json(done)
     workers = auto_workers() if num_workers is None else num_workers
-    engine = Engine(EngineSettings(batch_size=batch_size, num_workers=workers), dataset_root=dataset_root)
+    engine = Engine(EngineSettings(batch_size=batch_size, num_workers=workers, decode=decode), dataset_root=dataset_root)
     cache = ScoreCache(Path(cache_dir) if cache_dir else default_cache_dir()) if recipe.extra.get("use_cache", True) else None
     context = OpContext(engine=engine, model_root=Path(model_root) if model_root else None, score_cache=cache, output_dir=out_dir)
     ops = recipe.build_ops(context)
