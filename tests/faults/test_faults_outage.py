@@ -158,3 +158,30 @@ def test_faults_hung_s3_endpoint_is_bounded_by_the_budget(tmp_path, monkeypatch)
     # (core.stalled_s3), so both attempts fit in the budget
     assert 1 <= err.value.attempts <= 2 and err.value.waited <= 6, err.value
     assert "ReadTimeoutError" in err.value.cause or "timed out unanswered" in err.value.cause
+
+
+def test_faults_artifact_uploads_wait_for_the_server_to_store_their_largest_file(tmp_path, monkeypatch):
+    """A proxying server answers a PUT once the file is in its store: the timeout grows with the largest file."""
+    from bettersynth.tracking.outage import SLOWEST_STORE_BYTES_PER_S, TIMEOUT_ENV, log_artifact_folder, upload_timeout
+
+    assert upload_timeout(2 << 30, 10) == 10 + (2 << 30) // SLOWEST_STORE_BYTES_PER_S  # a 2 GiB checkpoint: 112 s
+    assert upload_timeout(64 << 10, 2) == 2  # small files keep the budget's share
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with open(folder / "model.safetensors", "wb") as handle:  # sparse: 100 MiB on paper, nothing on disk
+        handle.truncate(100 << 20)
+    seen: list[str | None] = []
+    real = mlflow.log_artifacts
+    monkeypatch.setattr(mlflow, "log_artifacts", lambda *a, **k: (seen.append(os.environ.get(TIMEOUT_ENV)), real(*a, **k)))
+    monkeypatch.setenv(TIMEOUT_ENV, "3")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run() as run:
+            log_artifact_folder(folder, "checkpoint")
+        assert seen == [str(3 + (100 << 20) // SLOWEST_STORE_BYTES_PER_S)]  # 3 + 5 s while uploading
+        assert os.environ[TIMEOUT_ENV] == "3"  # restored after
+        listed = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "checkpoint")}
+        assert listed == {"checkpoint/config.json", "checkpoint/model.safetensors"}
+    finally:
+        mlflow.set_tracking_uri(None)

@@ -20,6 +20,7 @@ import mlflow
 
 from bettersynth.soup import make_soup
 from bettersynth.soup.base import Evaluate
+from bettersynth.tracking.outage import log_artifact_folder
 from bettersynth.tracking.runs import step_run
 
 SELECTION_METRICS = ("textvqa_accuracy", "mmbench_circular")
@@ -89,7 +90,7 @@ def run_soup(
                          "weights": result.weights, "steps": steps, "heldout_score": final}, "soup.json")
         model_id = ""
         if log_checkpoint:
-            mlflow.log_artifacts(str(result.out_dir), artifact_path="checkpoint")
+            log_artifact_folder(result.out_dir, "checkpoint")
             model_id = _log_model(result.out_dir, method, runs, run.info.run_id)
     return {
         "mlflow_run_id": run.info.run_id,

@@ -33,6 +33,7 @@ from bettersynth.core.sample import Sample
 from bettersynth.data.jsonl import read_jsonl
 from bettersynth.data.llava import dj_to_llava
 from bettersynth.steps.train_plan import StageCall, StepMetrics, TrainPlan
+from bettersynth.tracking.outage import log_artifact_folder
 from bettersynth.tracking.runs import log_dataset_input, log_metric_history, step_run
 from bettersynth.train.checkpoint import latest_checkpoint
 from bettersynth.train.deepspeed import DeepSpeedSettings
@@ -92,7 +93,7 @@ def _log_checkpoint(path: Path, tags: dict[str, str], run_id: str) -> str:
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     copied = size <= MAX_LOGGED_CHECKPOINT_BYTES
     if copied:
-        mlflow.log_artifacts(str(path), artifact_path="checkpoint")
+        log_artifact_folder(path, "checkpoint")
     uri = path.resolve().as_uri()
     mlflow.set_tag("checkpoint.uri", uri)
     config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}

@@ -21,6 +21,7 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -44,6 +45,34 @@ def mlflow_http_settings(budget_s: float | None = None) -> dict[str, str]:
 
 
 STEP_HTTP_SETTINGS = mlflow_http_settings()  # what a step gets with the default budget (for reference)
+# The slowest rate at which a healthy proxying server is assumed to store an uploaded file.
+SLOWEST_STORE_BYTES_PER_S = 20 << 20
+TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+
+
+def upload_timeout(largest_file_bytes: int, timeout_s: int) -> int:
+    """The read timeout for artifact PUTs: ``timeout_s`` plus the time to store the largest file at
+    ``SLOWEST_STORE_BYTES_PER_S``.
+
+    Why: a server run with ``--serve-artifacts`` (k8s/base/mlflow.yaml) answers a PUT only once it
+    has written the file to S3, so the client's wait for that answer grows with the file; the
+    budget's share alone (10 s of the default 30 s) would fail a healthy 2 GiB checkpoint.
+    """
+    return timeout_s + largest_file_bytes // SLOWEST_STORE_BYTES_PER_S
+
+
+def log_artifact_folder(folder: Path, artifact_path: str) -> None:
+    """``mlflow.log_artifacts`` of ``folder`` to the active run, with ``upload_timeout`` for its largest file."""
+    largest = max((f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()), default=0)
+    before = os.environ.get(TIMEOUT_ENV)
+    os.environ[TIMEOUT_ENV] = str(upload_timeout(largest, int(before or mlflow_http_settings()[TIMEOUT_ENV])))
+    try:
+        mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+    finally:
+        if before is None:
+            os.environ.pop(TIMEOUT_ENV, None)
+        else:
+            os.environ[TIMEOUT_ENV] = before
 
 
 @contextlib.contextmanager
