@@ -34,6 +34,7 @@ from typing import Any, Self
 import mlflow
 
 from bettersynth.core.retry import ServiceUnavailable
+from bettersynth.tracking.attempts import ATTEMPT_ENV, new_attempt, parent_run, pipeline_key
 from bettersynth.tracking.runs import PARENT_RUN_ENV
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,11 @@ def run_locally(pipeline: Callable[..., Any], arguments: dict[str, Any], *, work
                 experiment_id: str, run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None,
                 step_env: dict[str, str] | None = None, guard: AbstractContextManager | None = None,
                 started: float | None = None) -> LocalRun:
-    """Run ``pipeline(**arguments)`` with ``kfp.local`` inside a new MLflow parent run.
+    """Run ``pipeline(**arguments)`` with ``kfp.local`` inside an MLflow parent run.
+
+    The parent is new, or the one an interrupted launch with the same name and
+    ``arguments`` left unfinished (``tracking.attempts``): a rerun after a
+    tracking server went away then reads as one pipeline run, each step once.
 
     ``step_env`` adds environment variables the steps inherit; ``guard`` is
     held while the pipeline runs (the proxy seals its answer key with it);
@@ -194,16 +199,19 @@ def run_locally(pipeline: Callable[..., Any], arguments: dict[str, Any], *, work
         warnings.filterwarnings("ignore", message=message)
     started = time.monotonic() if started is None else started
     workspace = Path(workspace)
-    with mlflow.start_run(run_name=run_name, experiment_id=experiment_id) as parent:
+    attempt = new_attempt()
+    with parent_run(experiment_id, run_name, pipeline_key(run_name, experiment_id, arguments)) as parent:
         mlflow.log_params(params)
         if tags:
             mlflow.set_tags(tags)
         os.environ.setdefault("BETTERSYNTH_CACHE_DIR", str(workspace / ".cache" / "scores"))
         log_path = workspace / "local_outputs" / f"pipeline-{parent.info.run_id}.log"
+        if log_path.exists():  # a resumed parent: the earlier attempt's log stays
+            log_path = log_path.with_name(f"pipeline-{parent.info.run_id}-{attempt[:8]}.log")
         log.info("running the pipeline through kfp.local; full step logs: %s", log_path)
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workspace / "local_outputs"))
         inherited = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_EXPERIMENT_ID": experiment_id,
-                     PARENT_RUN_ENV: parent.info.run_id, **(step_env or {})}
+                     PARENT_RUN_ENV: parent.info.run_id, ATTEMPT_ENV: attempt, **(step_env or {})}
         with environment(inherited), guard or contextlib.nullcontext(), kfp_local_globals_restored(), \
                 StepLog(log_path, sys.stdout) as stream, contextlib.redirect_stdout(stream):
             try:

@@ -64,6 +64,12 @@ def soup_tags(
     return tags
 
 
+def model_label(tags: dict[str, str]) -> str:
+    """Which model a version (or its lineage ``tags``) is: ``seed0``, ``soup-greedy``, else its kind."""
+    seed = tags.get("train.seed", "")
+    return f"soup-{tags['soup.method']}" if tags.get("soup.method") else f"seed{seed}" if seed else tags.get("kind", "model")
+
+
 def register_version(name: str, source_run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> str:
     """Create a model version from the run's ``checkpoint`` artifact; returns the version number.
 
@@ -72,6 +78,9 @@ def register_version(name: str, source_run_id: str, metrics: dict[str, float], t
     source run gets the same description and the evaluation metrics, so its row in the
     runs table and the version's "Source Run" show the scores, and ``promote_version``
     can rank by any of them. The run's logged model, whose source is that run, lists the version.
+
+    Registering is keyed by pipeline run, model and source run, so a rerun of an
+    interrupted pipeline run registers each model once (``earlier_version``).
     """
     client = MlflowClient()
     try:
@@ -80,8 +89,7 @@ def register_version(name: str, source_run_id: str, metrics: dict[str, float], t
         pass  # already registered
     pipeline_run = pipeline_run_id()
     steps = data_step_runs(pipeline_run, client)
-    seed = tags.get("train.seed", "")
-    model = f"soup-{tags['soup.method']}" if tags.get("soup.method") else f"seed{seed}" if seed else tags.get("kind", "model")
+    model = model_label(tags)
     with step_run(f"register-{tags.get('kind', 'model')}", params={"model.name": name, "source_run": source_run_id},
                   title=[model_title(model), "register"]):
         all_tags = {**recipe_tags(steps), **tags}
@@ -96,8 +104,10 @@ def register_version(name: str, source_run_id: str, metrics: dict[str, float], t
         inputs = dvc_dataset_inputs(source_run) or (dvc_dataset_inputs(client.get_run(pipeline_run)) if pipeline_run else [])
         variant = inputs[0]["name"] if inputs else ""
         description = version_description(client, model, steps, source_run, metrics, all_tags, variant, model_id)
-        version = client.create_model_version(name, source=source, run_id=source_run_id, tags=all_tags,
-                                              description=description)
+        version = earlier_version(client, name, pipeline_run, model, source_run_id)
+        if version is None:
+            version = client.create_model_version(name, source=source, run_id=source_run_id, tags=all_tags,
+                                                  description=description)
         describe_run(source_run_id, description, client)
         if model_id:
             _link_logged_model(client, model_id, name, str(version.version))
@@ -121,7 +131,31 @@ def _link_logged_model(client: MlflowClient, model_id: str, name: str, version: 
     from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
     known = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+    if {"name": name, "version": version} in known:
+        return
     client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(known + [{"name": name, "version": version}])})
+
+
+def earlier_version(client: MlflowClient, name: str, pipeline_run: str, model: str, source_run_id: str):
+    """This pipeline run's version of ``model`` from ``source_run_id`` if an earlier attempt registered it
+    (the register step ran again on the same run); versions of ``model`` whose source run a rerun of
+    its step superseded (deleted, ``tracking.attempts``) are deleted, the new one takes their place.
+    """
+    if not pipeline_run:
+        return None
+    mine = [v for v in client.search_model_versions(f"name='{name}'")
+            if v.tags.get("pipeline.run") == pipeline_run and model_label(v.tags) == model]
+    for version in mine:
+        if version.run_id != source_run_id and _run_deleted(client, version.run_id):
+            client.delete_model_version(name, version.version)
+    return next((v for v in mine if v.run_id == source_run_id), None)
+
+
+def _run_deleted(client: MlflowClient, run_id: str) -> bool:
+    try:
+        return client.get_run(run_id).info.lifecycle_stage == "deleted"
+    except MlflowException:
+        return True  # gone from the store altogether
 
 
 def recipe_tags(steps: list) -> dict[str, str]:

@@ -31,6 +31,7 @@ import mlflow
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.exceptions import MlflowException
 
+from bettersynth.tracking.attempts import attempt_tags, supersede_earlier_attempts
 from bettersynth.tracking.outage import (  # noqa: F401  (re-exported: steps import them from here)
     STEP_HTTP_SETTINGS,
     bounded_http_retries,
@@ -233,7 +234,7 @@ def _open_run(step: str, params: dict[str, Any] | None, tags: dict[str, str] | N
         active = mlflow.active_run()  # a step called inside a run (a notebook, a test) nests under it
         context = mlflow.start_run(
             run_name=name, experiment_id=experiment_id or (active.info.experiment_id if active else None),
-            tags=all_tags, parent_run_id=parent or None, nested=active is not None,
+            tags=all_tags | (attempt_tags() if parent else {}), parent_run_id=parent or None, nested=active is not None,
         )
     with context as run:
         if injected:
@@ -241,6 +242,8 @@ def _open_run(step: str, params: dict[str, Any] | None, tags: dict[str, str] | N
             mlflow.set_tags(all_tags)
             rename_run(run.info.run_id, name)
             mark_training_experiment(mlflow.get_experiment(run.info.experiment_id))
+        elif parent:  # a rerun of an interrupted pipeline run: this step's run replaces the earlier attempt's
+            supersede_earlier_attempts(run, {STEP_TAG: step})
         if params:
             mlflow.log_params({k: _param_value(v) for k, v in params.items()})
         yield run
