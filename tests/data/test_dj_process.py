@@ -256,3 +256,27 @@ def test_process_runs_a_recipe_with_rounds(messy, tmp_path):
     assert [(r["line"], r["id"], r["bound"]) for r in read(out / "r_filtered.jsonl")] == [(4, "short", "min_num=7")]
     assert [r["line"] for r in read(out / "r_rejected.jsonl")] == [3, 5, 6, 7, 10]
     assert [r["id"] for r in read(out / "r.jsonl")] == [1, "s1", "dup", "copy"]
+
+
+def test_process_decode_device_scores_jpegs_as_the_cpu_path_does(small_world, pico_models, tmp_path, caplog):
+    """``--decode device`` decodes the JPEGs in batches with torchvision on the model's device (the CPU
+    here): the same kept samples and the same similarity stats as PIL in the workers."""
+    jpegs = sorted(small_world.textvqa.images.glob("*.jpg")) + sorted(small_world.heldout_textvqa.images.glob("*.jpg"))
+    assert len(jpegs) >= 8
+    (tmp_path / "images").mkdir()
+    for path in jpegs:
+        (tmp_path / "images" / path.name).write_bytes(path.read_bytes())
+    dataset = tmp_path / "jpegs.jsonl"
+    dataset.write_text("".join(json.dumps({"id": f"s{i}", "text": f"<__dj__image> a sign number {i} " + EOC, "images": [f"images/{p.name}"]})
+                               + "\n" for i, p in enumerate(jpegs)))
+    stats = {}
+    caplog.set_level("INFO", logger="bettersynth.engine.inference")
+    for decode in ("cpu", "device"):
+        out = tmp_path / decode
+        config = write_recipe(tmp_path / f"{decode}.yaml", [{"image_text_similarity_filter": {"hf_clip": "clip", "min_score": -1.0}}],
+                              project_name=decode, dataset_path=str(dataset), export_path=str(out / "x.jsonl"),
+                              keep_stats_in_res_ds=True, np=1, ds_cache_dir=str(tmp_path / f"cache-{decode}"))  # no shared scores
+        assert main(["process", "--config", str(config), "--model-root", str(pico_models), "--decode", decode]) == 0
+        stats[decode] = {r["id"]: r["__dj__stats__"]["image_text_similarity"] for r in read(out / "x.jsonl")}
+    assert len(stats["cpu"]) == len(jpegs) and stats["device"] == stats["cpu"]
+    assert "decodes its images on the CPU" not in caplog.text  # the device path ran, not its fallback

@@ -13,7 +13,7 @@ def run(args: argparse.Namespace) -> int:
     report = process_config(
         Path(args.config), model_root=Path(args.model_root) if args.model_root else None, version=args.version,
         workspace=Path(args.workspace), tracking_uri=args.tracking_uri, only_keep_caption=args.only_keep_caption,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, decode=args.decode,
     )
     print(f"{args.config}: {report['n_in']} read, {report['kept']} kept ({report['kept_from_input']} of them inputs), "
           f"{report['filtered']} filtered, {report['rejected']} rejected")
@@ -41,4 +41,7 @@ def register(subparsers) -> None:
     parser.add_argument("--only-keep-caption", action="store_true",
                         help="read LLaVA records as caption samples (llava_to_dj's only_keep_caption)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--decode", choices=["cpu", "device", "auto"], default="cpu",
+                        help="where model ops decode JPEGs: cpu (PIL in the workers), device (batches on the GPU, "
+                             "nvjpeg), auto (device when the model runs on CUDA)")
     parser.set_defaults(run=run)

@@ -141,12 +141,13 @@ def run_rounds(
     keep_work: bool = False,
     select: Select | None = None,
     chunk_size: int | None = None,
+    decode: "DecodeSetting" = "cpu",
 ) -> RoundsReport:
     """Run ``recipe`` round by round into ``out_dir`` (samples.jsonl, content-addressed images/,
     outcomes.jsonl, rejected.jsonl, report.json). A single-``process`` recipe is one round.
 
     ``select(op, sample)`` further limits every round's mappers, as in ``run_recipe``;
-    ``chunk_size`` is the runner's (None: its default)."""
+    ``chunk_size`` and ``decode`` are the runner's (None: its default chunk size)."""
     from bettersynth.recipes.runner import DEFAULT_CHUNK_SIZE, run_recipe
     from bettersynth.recipes.step_files import require_input
 
@@ -179,7 +180,7 @@ def run_rounds(
             single = recipe.round_recipe(index) if recipe.rounds else recipe
             step = asdict(run_recipe(single, round_dir / "selected.jsonl", current, round_dir / "out", model_root=model_root,
                                      batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, select=select,
-                                     chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, validate_images=False))
+                                     chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, validate_images=False, decode=decode))
             outputs = load_variant(round_dir / "out")
             records = [json.loads(line) for line in (round_dir / "out" / "outcomes.jsonl").read_text(encoding="utf-8").splitlines() if line]
         counts = _merge(samples, selected, outputs, records, current, round_dir / "out", target)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bettersynth.core.sample import STATS_KEY
+from bettersynth.engine.inference import DecodeSetting
 from bettersynth.data.dj_export import read_records, write_export
 from bettersynth.ops import OPERATORS
 from bettersynth.ops.base import Filter
@@ -59,6 +60,7 @@ def process_config(
     only_keep_caption: bool = False,
     batch_size: int = 32,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    decode: DecodeSetting = "cpu",
 ) -> dict[str, Any]:
     """Run the Data-Juicer recipe ``config``; returns the report also written beside the export.
 
@@ -67,7 +69,8 @@ def process_config(
     before any work. ``version`` puts the result under DVC as
     ``data/variants/<version>`` of ``workspace`` with its lineage (recipe hash,
     input, counts), logged to MLflow (``tracking_uri``, else
-    ``$MLFLOW_TRACKING_URI``, else ``<workspace>/mlflow.db``).
+    ``$MLFLOW_TRACKING_URI``, else ``<workspace>/mlflow.db``). ``decode`` is
+    where the model ops' JPEGs are decoded (``EngineSettings.decode``).
     """
     config = Path(config)
     recipe = Recipe.load(config)
@@ -95,11 +98,11 @@ def process_config(
         from bettersynth.steps.process import rounds_summary
 
         result = run_rounds(recipe, staged.jsonl, staged.root, variant, model_root=model_root, batch_size=batch_size,
-                            num_workers=num_workers, cache_dir=cache_dir, chunk_size=chunk_size)
+                            num_workers=num_workers, cache_dir=cache_dir, chunk_size=chunk_size, decode=decode)
         counts = rounds_summary(recipe, result)
     else:
         counts = asdict(run_recipe(recipe, staged.jsonl, staged.root, variant, model_root=model_root, batch_size=batch_size,
-                                   num_workers=num_workers, cache_dir=cache_dir, chunk_size=chunk_size))
+                                   num_workers=num_workers, cache_dir=cache_dir, chunk_size=chunk_size, decode=decode))
     fates = _fates(variant / "outcomes.jsonl")
     accounts = _write_accounts(staged, fates, Path(files["rejected"]), Path(files["filtered"]), settings, recipe,
                                Path(settings.work_dir) if settings.work_dir else beside, variant)
