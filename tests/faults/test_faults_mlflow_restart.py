@@ -177,35 +177,32 @@ def test_faults_mlflow_killed_mid_pipeline_rerun_reads_as_one_run(tmp_path, clea
 def test_faults_register_step_rerun_registers_each_model_once(tmp_path, clean_tracking):
     """The register step's half: rerun on the same source run it keeps its version; rerun after its
     train step was rerun (the earlier train run superseded) the new version takes the old one's place."""
-    (tmp_path / "server").mkdir()
-    port = free_port()
-    with killable_mlflow(tmp_path / "server", port):
-        url = f"http://127.0.0.1:{port}"
-        mlflow.set_tracking_uri(url)
-        client = MlflowClient()
-        experiment_id = ensure_experiment("restart")
-        metrics = {"textvqa_accuracy": 10.0, "mmbench_circular": 20.0}
-        tags = {"kind": "finetune", "train.seed": "0"}
-        with parent_run(experiment_id, "pipeline", pipeline_key("pipeline", experiment_id, {})) as parent:
-            os.environ.update({PARENT_RUN_ENV: parent.info.run_id, "MLFLOW_EXPERIMENT_ID": experiment_id})
-            try:
-                os.environ[ATTEMPT_ENV] = "first"
-                with step_run("train-seed0", title=["seed 0"]) as first_train:
-                    pass
-                first = register_version("vlm", first_train.info.run_id, metrics, tags)
+    # the store a server would use, without the server: this half needs no HTTP
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    experiment_id = ensure_experiment("restart")
+    metrics = {"textvqa_accuracy": 10.0, "mmbench_circular": 20.0}
+    tags = {"kind": "finetune", "train.seed": "0"}
+    with parent_run(experiment_id, "pipeline", pipeline_key("pipeline", experiment_id, {})) as parent:
+        os.environ.update({PARENT_RUN_ENV: parent.info.run_id, "MLFLOW_EXPERIMENT_ID": experiment_id})
+        try:
+            os.environ[ATTEMPT_ENV] = "first"
+            with step_run("train-seed0", title=["seed 0"]) as first_train:
+                pass
+            first = register_version("vlm", first_train.info.run_id, metrics, tags)
 
-                os.environ[ATTEMPT_ENV] = "second"  # only the register step again, on the same run
-                assert register_version("vlm", first_train.info.run_id, metrics, tags) == first
+            os.environ[ATTEMPT_ENV] = "second"  # only the register step again, on the same run
+            assert register_version("vlm", first_train.info.run_id, metrics, tags) == first
 
-                os.environ[ATTEMPT_ENV] = "third"  # train and register again
-                with step_run("train-seed0", title=["seed 0"]) as train:
-                    pass
-                again = register_version("vlm", train.info.run_id, metrics, tags)
-            finally:
-                for name in (PARENT_RUN_ENV, "MLFLOW_EXPERIMENT_ID", ATTEMPT_ENV):
-                    os.environ.pop(name, None)
-        versions = client.search_model_versions("name='vlm'")
-        assert [(v.version, v.run_id) for v in versions] == [(again, train.info.run_id)] and again != first
-        assert client.get_run(first_train.info.run_id).info.lifecycle_stage == "deleted"  # superseded, restorable
-        children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-        assert sorted(r.data.tags[STEP_TAG] for r in children) == ["register-finetune", "train-seed0"]
+            os.environ[ATTEMPT_ENV] = "third"  # train and register again
+            with step_run("train-seed0", title=["seed 0"]) as train:
+                pass
+            again = register_version("vlm", train.info.run_id, metrics, tags)
+        finally:
+            for name in (PARENT_RUN_ENV, "MLFLOW_EXPERIMENT_ID", ATTEMPT_ENV):
+                os.environ.pop(name, None)
+    versions = client.search_model_versions("name='vlm'")
+    assert [(str(v.version), v.run_id) for v in versions] == [(str(again), train.info.run_id)] and again != first
+    assert client.get_run(first_train.info.run_id).info.lifecycle_stage == "deleted"  # superseded, restorable
+    children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.data.tags[STEP_TAG] for r in children) == ["register-finetune", "train-seed0"]
