@@ -13,6 +13,8 @@ from bettersynth.vlm.mgm import MiniGeminiForConditionalGeneration
 from bettersynth_demo.quickstart import QuickstartConfig, run_quickstart
 from bettersynth_demo.world import WorldConfig
 
+pytestmark = pytest.mark.slow  # the whole quickstart with a pico Mini-Gemini: about 4 min on 2 cores (make test-slow)
+
 TINY = WorldConfig(n_seed_samples=40, n_instruct=16, n_textvqa=6, n_mmbench=4, n_heldout_textvqa=4, n_heldout_mmbench=3)
 
 
