@@ -1,8 +1,9 @@
-"""A training step that dies in stage 2, a disk that fills while it checkpoints, a checkpoint damaged on
+"""A training step that dies in stage 1 or 2, a disk that fills while it checkpoints, a checkpoint damaged on
 disk: the resumed run ends with the bytes of an uninterrupted one, and a damaged file is refused by name.
 
-Stage 1 kills and resumes are tests/train/test_train_resume.py's; these add stage 2 (the LLM trains too,
-so the optimizer state and the checkpoint are larger) and the disk."""
+Stage 2 trains the LLM too, so its optimizer state and checkpoint are larger; stage 1 (projector
+alignment on captions) is signalled the same way. tests/train/test_train_resume.py has the other
+stage-1 interruptions (an exception, a pause, a kill during a save)."""
 
 from __future__ import annotations
 
@@ -130,7 +131,7 @@ SCRIPT = textwrap.dedent("""
     def on_step(step, metrics):
         if step == int(die):
             os.kill(os.getpid(), getattr(signal, how))
-    config = defaults_for("finetune", **json.loads(os.environ["RUN"]))
+    config = defaults_for(os.environ.get("STAGE", "finetune"), **json.loads(os.environ["RUN"]))
     train_stage(Path(model), json.loads(Path(records).read_text()), Path(images), config, Path(out), on_step, Path(ckpt))
 """)
 
@@ -149,3 +150,26 @@ def test_faults_stage2_signalled_process_resumes_bit_exact(stage2_uninterrupted,
     resumed = train_stage(llava_dir, chat_records, image_root, defaults_for("finetune", **RUN), out, checkpoint_dir=ckpt)
     assert resumed.losses == stage2_uninterrupted.losses
     assert _weights(out) == _weights(stage2_uninterrupted.out_dir)
+
+
+@pytest.fixture(scope="module")
+def stage1_uninterrupted(llava_dir, caption_records, image_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stage1-uninterrupted") / "model"
+    return train_stage(llava_dir, caption_records, image_root, defaults_for("align", **RUN), out)
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch + transformers for each signal
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_faults_stage1_signalled_process_resumes_bit_exact(stage1_uninterrupted, llava_dir, caption_records, image_root,
+                                                          tmp_path, how):
+    records = tmp_path / "records.json"
+    records.write_text(json.dumps(caption_records))
+    out, ckpt = tmp_path / "model", tmp_path / "ckpt"
+    args = [sys.executable, "-c", SCRIPT, str(llava_dir), str(records), str(image_root), str(out), str(ckpt), "5", how]
+    killed = subprocess.run(args, env=os.environ | {"RUN": json.dumps(RUN), "STAGE": "align"}, capture_output=True,
+                            timeout=600)
+    assert killed.returncode == -getattr(signal, how), killed.stderr.decode()[-2000:]
+    assert latest_checkpoint(ckpt).name == "step-000004" and not out.exists()
+    resumed = train_stage(llava_dir, caption_records, image_root, defaults_for("align", **RUN), out, checkpoint_dir=ckpt)
+    assert resumed.losses == stage1_uninterrupted.losses
+    assert _weights(out) == _weights(stage1_uninterrupted.out_dir)
