@@ -113,3 +113,28 @@ def test_checkout_from_a_clone_whose_local_remote_lacks_the_variant_says_how_to_
     subprocess.run([str(Path(sys.executable).parent / command[0]), *command[1:]], cwd=clone, check=True, capture_output=True)
     assert main(["data", "checkout", version.dataset_hash, "--workspace", str(clone), "--name", "v1"]) == 0
     assert directory_hash(clone, clone / "data" / "variants" / "v1") == version.dataset_hash
+
+
+def test_the_version_step_hashes_the_data_not_the_data_steps_record(tmp_path):
+    """Two runs of a data step on the same input differ only in ``step.json`` (it names the step's MLflow
+    run): the version step leaves it out, so both get one DVC hash and the variant holds only data."""
+    import json
+
+    import mlflow
+
+    from bettersynth.recipes.step_files import STEP_RECORD
+    from bettersynth.steps.version import version_dataset
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        hashes = []
+        for attempt in ("run-a", "run-b"):
+            source = _variant(tmp_path / attempt)
+            (source / STEP_RECORD).write_text(json.dumps({"kept": 1, "mlflow_run_id": attempt}))
+            hashes.append(version_dataset(source, tmp_path / f"project-{attempt}", "v1", {"kept": 1})["dataset_hash"])
+            assert not (tmp_path / f"project-{attempt}" / "data" / "variants" / "v1" / STEP_RECORD).exists()
+        assert hashes[0] == hashes[1]
+        copied = [version_variant(tmp_path / f"whole-{a}", tmp_path / a / "variant", "v1").dataset_hash for a in ("run-a", "run-b")]
+        assert copied[0] != copied[1]  # with the record in, the same data would get two hashes
+    finally:
+        mlflow.set_tracking_uri(None)

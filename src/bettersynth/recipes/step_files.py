@@ -43,6 +43,7 @@ RESUME_DIR = ".resume"
 OUTPUTS = ("samples.jsonl", "outcomes.jsonl", "rejected.jsonl")
 REPORT = "report.json"
 CHECKPOINT = "checkpoint.json"
+STEP_RECORD = "step.json"  # a finished data step's summary in its output folder: counts, fingerprint, its MLflow run
 FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 

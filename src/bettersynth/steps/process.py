@@ -29,7 +29,7 @@ from bettersynth.ops.base import Filter
 from bettersynth.recipes.recipe import Recipe
 from bettersynth.recipes.rounds import RoundsReport, run_rounds
 from bettersynth.recipes.runner import DEFAULT_CHUNK_SIZE, OP_COUNTS, run_recipe
-from bettersynth.recipes.step_files import run_fingerprint
+from bettersynth.recipes.step_files import STEP_RECORD, run_fingerprint
 from bettersynth.reports.sample_sheet import write_step_pictures
 from bettersynth.tracking.runs import step_run
 
@@ -122,7 +122,7 @@ def process_dataset(
     if done is not None:
         log.info("%s: step %r already finished for this recipe and input (step.json); nothing to do", out_dir, step)
         return done
-    (Path(out_dir) / "step.json").unlink(missing_ok=True)  # from a run on other inputs: no longer true
+    (Path(out_dir) / STEP_RECORD).unlink(missing_ok=True)  # from a run on other inputs: no longer true
     params = {"recipe.name": recipe.name or Path(recipe_path).stem, "recipe.hash": recipe.hash(), "fraction": fraction, "seed": seed}
     params |= recipe.flat_params()
     with step_run(step, params=params, tags={"recipe.hash": recipe.hash()}, title=[step], recipe=params["recipe.name"]):
@@ -148,9 +148,9 @@ def process_dataset(
         mlflow.log_text(Path(recipe_path).read_text(), "recipe.yaml")
         summary["recipe_hash"] = recipe.hash()
         summary["mlflow_run_id"] = mlflow.active_run().info.run_id
-    tmp = Path(out_dir) / "step.json.partial"
+    tmp = Path(out_dir) / f"{STEP_RECORD}.partial"
     tmp.write_text(json.dumps(summary, indent=2, default=str))
-    os.replace(tmp, Path(out_dir) / "step.json")
+    os.replace(tmp, Path(out_dir) / STEP_RECORD)
     return summary
 
 
@@ -170,7 +170,7 @@ def rounds_summary(recipe: Recipe, report: RoundsReport) -> dict:
 def _finished_step(out_dir: Path, fingerprint: str) -> dict | None:
     """The summary of a finished run of this step on the same inputs, if the folder holds one."""
     try:
-        summary = json.loads((out_dir / "step.json").read_text())
+        summary = json.loads((out_dir / STEP_RECORD).read_text())
     except (OSError, ValueError):
         return None
     return summary if summary.get("fingerprint") == fingerprint and summary.get("mlflow_run_id") else None

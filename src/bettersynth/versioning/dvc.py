@@ -136,12 +136,14 @@ def check_local_remote(root: Path, dataset_hash: str, known_remote: str | None =
 
 
 def version_variant(
-    root: Path, source: Path, name: str, lineage: dict[str, Any] | None = None
+    root: Path, source: Path, name: str, lineage: dict[str, Any] | None = None, leave_out: Sequence[str] = ()
 ) -> VariantVersion:
     """Copy ``source`` to ``data/variants/<name>`` in the DVC project, ``dvc add`` and push it.
 
     ``lineage`` (parent hash, recipe hash, op counts) is stored in the pointer's
     ``meta``, so ``bettersynth data log`` can show where each variant came from.
+    ``leave_out`` names files of ``source`` that are a step's bookkeeping, not
+    data (a record naming its MLflow run): left out, identical data hashes the same.
     """
     root = Path(root).resolve()
     remote_url = ensure_dvc_project(root)
@@ -149,7 +151,7 @@ def version_variant(
     if target.exists():
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*leave_out) if leave_out else None)
     repo = open_repo(root)
     repo.add(str(target))
     pointer = target.with_name(target.name + ".dvc")
