@@ -99,10 +99,11 @@ def _config(workspace: Path, url: str) -> QuickstartConfig:
 
 
 def _variant_files(workspace: Path) -> dict[str, str]:
-    """The versioned dataset's files and their digests, but ``step.json``: it names the caption step's MLflow run."""
+    """The versioned dataset's files and their digests (the data step's own record, which names its MLflow
+    run, is not versioned: ``steps.version``)."""
     folder = workspace / "data" / "variants" / "quickstart"
     return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file() and path.name != "step.json"}
+            for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def _record(url: str, summary) -> dict:
@@ -170,7 +171,7 @@ def test_faults_mlflow_killed_mid_pipeline_rerun_reads_as_one_run(tmp_path, clea
     assert rerun["steps"] == expected["steps"]
     assert rerun["registered"] == expected["registered"] and rerun["registered_by"] == {killed_parent}
     assert rerun["lineage_hashes"] == {rerun["dataset_hash"]}  # the versions name the rerun's dataset, not the killed one's
-    for key in ("models", "datasets", "variant", "registry", "aliases"):
+    for key in ("models", "datasets", "variant", "dataset_hash", "registry", "aliases"):
         assert rerun[key] == expected[key], key
 
 
