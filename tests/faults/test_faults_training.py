@@ -58,6 +58,12 @@ def _weights(folder: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
+def stage1_uninterrupted(llava_dir, caption_records, image_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stage1-uninterrupted") / "model"
+    return train_stage(llava_dir, caption_records, image_root, defaults_for("align", **RUN), out)
+
+
+@pytest.fixture(scope="module")
 def stage2_uninterrupted(llava_dir, chat_records, image_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("stage2-uninterrupted") / "model"
     return train_stage(llava_dir, chat_records, image_root, defaults_for("finetune", **RUN), out)
@@ -136,40 +142,25 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow  # a fresh interpreter importing torch + transformers for each signal
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
-def test_faults_stage2_signalled_process_resumes_bit_exact(stage2_uninterrupted, llava_dir, chat_records, image_root,
-                                                          tmp_path, how):
-    records = tmp_path / "records.json"
-    records.write_text(json.dumps(chat_records))
-    out, ckpt = tmp_path / "model", tmp_path / "ckpt"
-    args = [sys.executable, "-c", SCRIPT, str(llava_dir), str(records), str(image_root), str(out), str(ckpt), "5", how]
-    killed = subprocess.run(args, env=os.environ | {"RUN": json.dumps(RUN)}, capture_output=True, timeout=600)
-    assert killed.returncode == -getattr(signal, how), killed.stderr.decode()[-2000:]
-    assert latest_checkpoint(ckpt).name == "step-000004" and not out.exists()
-    resumed = train_stage(llava_dir, chat_records, image_root, defaults_for("finetune", **RUN), out, checkpoint_dir=ckpt)
-    assert resumed.losses == stage2_uninterrupted.losses
-    assert _weights(out) == _weights(stage2_uninterrupted.out_dir)
-
-
-@pytest.fixture(scope="module")
-def stage1_uninterrupted(llava_dir, caption_records, image_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("stage1-uninterrupted") / "model"
-    return train_stage(llava_dir, caption_records, image_root, defaults_for("align", **RUN), out)
+# A stage's settings, its records and the uninterrupted run to compare with (fixture names).
+SIGNALLED = {"stage1": ("align", "caption_records", "stage1_uninterrupted"),
+             "stage2": ("finetune", "chat_records", "stage2_uninterrupted")}
 
 
 @pytest.mark.slow  # a fresh interpreter importing torch + transformers for each signal
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
-def test_faults_stage1_signalled_process_resumes_bit_exact(stage1_uninterrupted, llava_dir, caption_records, image_root,
-                                                          tmp_path, how):
+@pytest.mark.parametrize("stage", list(SIGNALLED))
+def test_faults_signalled_process_resumes_bit_exact(request, llava_dir, image_root, tmp_path, stage, how):
+    settings, records_fixture, reference_fixture = SIGNALLED[stage]
+    samples, uninterrupted = request.getfixturevalue(records_fixture), request.getfixturevalue(reference_fixture)
     records = tmp_path / "records.json"
-    records.write_text(json.dumps(caption_records))
+    records.write_text(json.dumps(samples))
     out, ckpt = tmp_path / "model", tmp_path / "ckpt"
     args = [sys.executable, "-c", SCRIPT, str(llava_dir), str(records), str(image_root), str(out), str(ckpt), "5", how]
-    killed = subprocess.run(args, env=os.environ | {"RUN": json.dumps(RUN), "STAGE": "align"}, capture_output=True,
+    killed = subprocess.run(args, env=os.environ | {"RUN": json.dumps(RUN), "STAGE": settings}, capture_output=True,
                             timeout=600)
     assert killed.returncode == -getattr(signal, how), killed.stderr.decode()[-2000:]
     assert latest_checkpoint(ckpt).name == "step-000004" and not out.exists()
-    resumed = train_stage(llava_dir, caption_records, image_root, defaults_for("align", **RUN), out, checkpoint_dir=ckpt)
-    assert resumed.losses == stage1_uninterrupted.losses
-    assert _weights(out) == _weights(stage1_uninterrupted.out_dir)
+    resumed = train_stage(llava_dir, samples, image_root, defaults_for(settings, **RUN), out, checkpoint_dir=ckpt)
+    assert resumed.losses == uninterrupted.losses
+    assert _weights(out) == _weights(uninterrupted.out_dir)
