@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,27 +27,18 @@ class EndpointStalled(ConnectionError):
     """A request not sent because an earlier one to the same endpoint timed out unanswered."""
 
 
+@dataclass
 class StallWatch:
-    """Whether the endpoint has timed out with no answer since; shared by the S3 client's threads."""
+    """The URL of a request that timed out with no answer since, if any; shared by the S3 client's threads
+    (each change is one reference assignment)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stalled_url: str | None = None
-
-    @property
-    def stalled_url(self) -> str | None:
-        return self._stalled_url
+    stalled_url: str | None = None
 
     def reset(self) -> None:
-        with self._lock:
-            self._stalled_url = None
+        self.stalled_url = None
 
     def note_timeout(self, url: str) -> None:
-        with self._lock:
-            self._stalled_url = url
-
-    def note_answer(self) -> None:
-        self.reset()
+        self.stalled_url = url
 
 
 _active: StallWatch | None = None
@@ -78,7 +70,7 @@ def _note_outcome(response: Any = None, caught_exception: BaseException | None =
     if watch is None:
         return
     if response is not None:
-        watch.note_answer()
+        watch.reset()
     elif isinstance(caught_exception, ReadTimeoutError | ConnectTimeoutError):
         watch.note_timeout(str(caught_exception.kwargs.get("endpoint_url", "the endpoint")))
 
