@@ -31,10 +31,10 @@ def _compile(tmp_path, profile: ClusterProfile, **kwargs):
 
 
 @pytest.fixture(scope="module", params=PROFILES)
-def compiled(request, tmp_path_factory):
+def compiled(request, compiled_package):
     path = f"k8s/profiles/{request.param}.yaml"
     raw = yaml.safe_load(open(path))
-    pipeline_spec, platform_spec = _compile(tmp_path_factory.mktemp(request.param), load_profile(path), parallelism=6)
+    pipeline_spec, platform_spec = yaml.safe_load_all(compiled_package("production", path, parallelism=6).read_text())
     return raw, pipeline_spec, platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
@@ -181,14 +181,9 @@ def test_build_options_reach_the_pipeline_and_unknown_ones_are_refused(tmp_path)
     compile_package("sharded_eval", "k8s/profiles/generic.yaml", tmp_path / "e.yaml", options={"num_shards": 2})
 
 
-def test_data_centric_loop_compiles_for_every_profile(tmp_path):
-    from kfp import compiler
-
+def test_data_centric_loop_compiles_for_every_profile(compiled_package):
     for name in PROFILES:
-        profile = load_profile(f"k8s/profiles/{name}.yaml")
-        out = tmp_path / f"{name}.yaml"
-        compiler.Compiler().compile(load_pipeline_module().build_pipeline(profile), str(out))
-        assert "nvidia.com/gpu" in out.read_text()
+        assert "nvidia.com/gpu" in compiled_package("data_centric_loop", f"k8s/profiles/{name}.yaml").read_text()
 
 
 @pytest.mark.parametrize("edit, field", [
@@ -214,15 +209,14 @@ def test_profile_errors_name_the_field(tmp_path, edit, field):
 
 @pytest.mark.parametrize("pipeline", ["production", "data_centric_loop", "sharded_eval"])
 @pytest.mark.parametrize("profile", PROFILES)
-def test_every_step_knows_where_mlflow_is_and_which_kfp_run_it_belongs_to(tmp_path, pipeline, profile):
+def test_every_step_knows_where_mlflow_is_and_which_kfp_run_it_belongs_to(compiled_package, pipeline, profile):
     """Without KFP's MLflow plugin a step has only the profile's env: the tracking URI and its KFP run id."""
-    from bettersynth.platform.submit import compile_package
     from bettersynth.tracking.runs import KFP_RUN_ENV
 
     raw = yaml.safe_load(open(f"k8s/profiles/{profile}.yaml"))
     assert raw["env"]["MLFLOW_TRACKING_URI"].startswith("http://bettersynth-mlflow.")
     pipeline_spec, platform_spec = yaml.safe_load_all(
-        compile_package(pipeline, f"k8s/profiles/{profile}.yaml", tmp_path / "p.yaml").read_text())
+        compiled_package(pipeline, f"k8s/profiles/{profile}.yaml").read_text())
     k8s = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     containers = {n: e["container"] for n, e in pipeline_spec["deploymentSpec"]["executors"].items() if "container" in e}
     assert len(containers) >= 2  # importers run no container of ours

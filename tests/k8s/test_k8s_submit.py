@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from bettersynth.cli.main import main
-from bettersynth.platform.submit import SubmitSettings, check_arguments, compile_package, parse_arguments, submit
+from bettersynth.platform.submit import SubmitSettings, check_arguments, parse_arguments, submit
 
 REQUIRED = {
     "workspace": "/mnt/data/workspace", "seed_dataset": "/mnt/data/seed", "filter_recipe": "/mnt/data/recipes/f.yaml",
@@ -76,8 +76,8 @@ def kfp_endpoint(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    return compile_package("production", "k8s/profiles/eks.yaml", tmp_path_factory.mktemp("pkg") / "production.yaml")
+def package(compiled_package):
+    return compiled_package("production", "k8s/profiles/eks.yaml")
 
 
 def test_arguments_from_files_then_pairs(tmp_path):
@@ -149,13 +149,13 @@ def test_cli_compiles_submits_and_prints_the_url(kfp_endpoint, tmp_path, capsys)
     assert "gke-spot" in json.dumps(run["pipeline_spec"]["platform_spec"])
 
 
-def test_imported_inputs_must_be_object_store_uris(tmp_path, kfp_endpoint):
+def test_imported_inputs_must_be_object_store_uris(compiled_package, kfp_endpoint):
     """The backend imports artifacts from object stores only: a PVC path fed to an importer is refused before submit."""
     from bettersynth.platform.submit import check_importer_uris, imported_parameters
 
     host, calls = kfp_endpoint
-    loop = compile_package("data_centric_loop", "k8s/profiles/gke.yaml", tmp_path / "loop.yaml")
-    evaluation = compile_package("sharded_eval", "k8s/profiles/gke.yaml", tmp_path / "eval.yaml")
+    loop = compiled_package("data_centric_loop", "k8s/profiles/gke.yaml")
+    evaluation = compiled_package("sharded_eval", "k8s/profiles/gke.yaml")
     assert imported_parameters(loop) == ["seed_dataset"] and imported_parameters(evaluation) == ["model_dir"]
     with pytest.raises(ValueError, match=r"parameter 'seed_dataset' is imported as an artifact.*got '/mnt/data/seed'"):
         submit(loop, dict(REQUIRED), SubmitSettings(host=host, experiment="x"))
@@ -164,4 +164,4 @@ def test_imported_inputs_must_be_object_store_uris(tmp_path, kfp_endpoint):
     with pytest.raises(ValueError, match="'model_dir'"):
         check_importer_uris(evaluation, {"model_dir": "/mnt/models/soup"})
     check_importer_uris(evaluation, {"model_dir": "gs://team-models/soup"})
-    assert imported_parameters(compile_package("production", "k8s/profiles/gke.yaml", tmp_path / "p.yaml")) == []
+    assert imported_parameters(compiled_package("production", "k8s/profiles/gke.yaml")) == []

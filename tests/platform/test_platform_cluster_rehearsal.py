@@ -48,8 +48,8 @@ MODEL = "rehearsal-vlm"
 # What the operator puts in the cluster's Secrets (k8s/base/secrets.example.yaml), here for moto.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal-secret"}
 
-pytestmark = [pytest.mark.slow,  # the production pipeline wired as on GKE: about 3 min on 2 cores (make test-slow)
-              pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not on PATH")]
+# In `make test`: the production pipeline wired as on GKE, about 100 s on 2 cores.
+pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not on PATH")
 
 
 def _mlflow_deployment() -> dict:

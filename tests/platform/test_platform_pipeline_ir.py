@@ -30,9 +30,9 @@ def _task_executor(pipeline_spec, component_prefix: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
-    profile = load_profile("k8s/profiles/generic.yaml")
-    return profile, *_compile(tmp_path_factory.mktemp("ir"), profile)
+def compiled(compiled_package):
+    path = "k8s/profiles/generic.yaml"
+    return load_profile(path), *yaml.safe_load_all(compiled_package("data_centric_loop", path).read_text())
 
 
 @pytest.mark.parametrize("component", ["filter-dataset", "caption-dataset", "train-align", "train-finetune", "evaluate-model", "soup-models"])
