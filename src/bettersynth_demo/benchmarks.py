@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from bettersynth_demo.questions import TEXTVQA_QUESTIONS, ask, ocr_tokens, textvqa_answers
+from bettersynth_demo.questions import OCR_DISTRACTORS, TEXTVQA_QUESTIONS, ask, ocr_tokens, textvqa_answers
 from bettersynth_demo.render import encode_image, render_scene
 from bettersynth_demo.scene import Scene
 
@@ -71,6 +71,7 @@ def write_textvqa(
     first_question_id: int,
     image_size: int,
     seed: int,
+    ocr_distractors: tuple[int, int] = OCR_DISTRACTORS,
 ) -> None:
     """One question per scene (each scene must carry a word) about the word on its sign.
 
@@ -101,7 +102,7 @@ def write_textvqa(
                 "set_name": "val",
             }
         )
-        tokens = ", ".join(ocr_tokens(scene.word, rng))
+        tokens = ", ".join(ocr_tokens(scene.word, rng, ocr_distractors))
         prompts.append(
             {
                 "question_id": qid,

@@ -108,6 +108,7 @@ _SYNONYMS = {
     "BUS": "bus stop", "PARK": "parking", "BANK": "atm", "ZOO": "animals",
 }  # fmt: skip
 _OCR_NOISE = ("A", "12", "No.", "7", "II", "OK")
+MAX_OCR_DISTRACTORS = len(WORDS) - 1 + len(_OCR_NOISE)  # every other word and every noise token
 N_ANSWERS = 10  # TextVQA collects ten human answers per question
 
 
@@ -145,9 +146,12 @@ def _typo(word: str, rng: random.Random) -> str:
     return swapped if swapped != word else word[:i] + word[i + 1 :]
 
 
-def ocr_tokens(word: str, rng: random.Random) -> list[str]:
-    """The word as an OCR engine reads it, plus 0–2 distractor tokens, in random order."""
+OCR_DISTRACTORS = (0, 2)  # the demo world's fewest and most distractor tokens beside the word
+
+
+def ocr_tokens(word: str, rng: random.Random, distractors: tuple[int, int] = OCR_DISTRACTORS) -> list[str]:
+    """The word as an OCR engine reads it, plus ``distractors`` (fewest, most) other tokens, in random order."""
     pool = [w.title() for w in WORDS if w != word] + list(_OCR_NOISE)
-    tokens = [word] + rng.sample(pool, rng.randint(0, 2))
+    tokens = [word] + rng.sample(pool, rng.randint(*distractors))
     rng.shuffle(tokens)
     return tokens

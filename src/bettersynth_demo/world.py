@@ -50,7 +50,7 @@ from bettersynth_demo.benchmarks import (
 )
 from bettersynth_demo.captions import CORRUPTIONS, caption
 from bettersynth_demo.ledger import SceneLedger
-from bettersynth_demo.questions import QUESTIONS
+from bettersynth_demo.questions import MAX_OCR_DISTRACTORS, OCR_DISTRACTORS, QUESTIONS
 from bettersynth_demo.render import MIN_SIZE, encode_image, render_scene
 from bettersynth_demo.scene import Scene, random_scene
 
@@ -78,9 +78,17 @@ class WorldConfig:
     image_size: int = 64  # side of the square RGB images in pixels (at least 64)
     word_prob: float = 0.5  # share of seed, instruct and MMBench images that show a word
     corruptions: tuple[str, ...] = DEMO_CORRUPTIONS  # kinds of corrupted seed captions, in equal shares
+    # Fewest and most OCR tokens beside the word in a TextVQA prompt: the random-OCR-token floor is
+    # about the mean of 1 / (1 + distractors), 61 % at (0, 2); real TextVQA images list many more.
+    ocr_distractors: tuple[int, int] = OCR_DISTRACTORS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "corruptions", tuple(self.corruptions))  # a list when read back from JSON
+        object.__setattr__(self, "ocr_distractors", tuple(self.ocr_distractors))
+        fewest, most = self.ocr_distractors
+        if not 0 <= fewest <= most <= MAX_OCR_DISTRACTORS:
+            raise ValueError(f"ocr_distractors must be (fewest, most) with 0 <= fewest <= most <= "
+                             f"{MAX_OCR_DISTRACTORS}, got {self.ocr_distractors}")
         unknown = [kind for kind in self.corruptions if kind not in CORRUPTIONS]
         if unknown or not self.corruptions:
             raise ValueError(f"corruptions: unknown or none {unknown}; known: {CORRUPTIONS.names()}")
@@ -247,6 +255,7 @@ def _build_benchmarks(paths: WorldPaths, config: WorldConfig, seen: SceneLedger)
             first_question_id=FIRST_TEXTVQA_QUESTION_ID + first_qid,
             image_size=config.image_size,
             seed=config.seed,
+            ocr_distractors=config.ocr_distractors,
         )
         scenes = _unique_scenes(mmbench_rng, n_mmbench, config.word_prob, seen, f"{split}/mmbench")
         write_mmbench(mmbench, scenes, mmbench_rng, first_index=first_index, image_size=config.image_size)

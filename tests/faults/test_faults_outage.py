@@ -41,7 +41,7 @@ def tracking_at(monkeypatch):
     mlflow.set_tracking_uri(previous)
 
 
-@pytest.mark.parametrize("variant", [[], pytest.param(["--proxy-world"], marks=pytest.mark.slow)], ids=["pico", "proxy world"])
+@pytest.mark.parametrize("variant", [["--pico"], pytest.param([], marks=pytest.mark.slow)], ids=["pico", "proxy world"])
 def test_faults_quickstart_with_mlflow_down_ends_in_one_line(tmp_path, variant):
     url = f"http://127.0.0.1:{closed_port()}"
     workspace = tmp_path / "ws"

@@ -43,3 +43,34 @@ def test_circular_chance_counts_every_rotation(tmp_path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     assert mmbench_circular_chance(tsv) == pytest.approx(100 * (1 / 4 + 1 / 256) / 2)
+
+
+def test_more_ocr_distractors_lower_the_random_token_floor(tmp_path) -> None:
+    """The quickstart's prompts list 4-6 OCR tokens (the word among them, same case), instruction turns too."""
+    import json
+    from dataclasses import replace
+
+    from bettersynth_demo.proxy.quickstart import QUICKSTART_OCR_DISTRACTORS
+    from bettersynth_demo.proxy.world import build_proxy_world
+    from tests.proxy.conftest import TINY
+
+    config = replace(TINY, world=replace(TINY.world, n_textvqa=12, ocr_distractors=QUICKSTART_OCR_DISTRACTORS))
+    paths = build_proxy_world(tmp_path / "proxy", config)
+    questions = load_textvqa(paths.world.textvqa.questions, paths.world.textvqa.annotations)
+    fewest, most = QUICKSTART_OCR_DISTRACTORS
+    assert all(fewest + 1 <= len(q.ocr_tokens) <= most + 1 for q in questions)
+    assert all(max(vqa_accuracy(t, q.answers) for t in q.ocr_tokens) == 1.0 for q in questions)
+    assert all(t == t.upper() for q in questions for t in q.ocr_tokens)
+    turns = [turn["value"] for r in json.loads(paths.world.instruct_json.read_text()) for turn in r["conversations"]]
+    listed = [line.split(": ", 1)[1].split(", ") for turn in turns for line in turn.splitlines()
+              if line.startswith("Reference OCR token: ")]
+    assert listed and all(fewest + 1 <= len(tokens) <= most + 1 for tokens in listed)
+    assert textvqa_baselines(paths.world.textvqa)["textvqa_random_ocr"] < 100 / (fewest + 1)
+
+
+@pytest.mark.parametrize("bad", [(3, 2), (-1, 2), (0, 99)])
+def test_ocr_distractors_out_of_range_are_refused(bad) -> None:
+    from bettersynth_demo.world import WorldConfig
+
+    with pytest.raises(ValueError, match="ocr_distractors"):
+        WorldConfig(ocr_distractors=bad)

@@ -53,13 +53,13 @@ def test_a_champion_ahead_by_less_than_the_margin_is_called_a_tie() -> None:
     assert "a tie (under 13.75 points" in champion_line(noisy)
 
 
-def test_quickstart_runs_the_pico_loop_by_default_and_two_recipes_on_request(tmp_path) -> None:
+def test_quickstart_runs_two_recipes_by_default_and_the_pico_loop_on_request(tmp_path) -> None:
     args = build_parser().parse_args(["quickstart"])
-    assert not args.proxy_world and args.seeds == [0, 1]
+    assert not args.pico and args.seeds == [0, 1]
     config = quickstart_config(tmp_path, args.seeds)
     assert config.recipes == ("no-filter", "similarity") and config.soup_methods == ("greedy",)
     assert config.world.world.mismatch_fraction > 0.5 and config.prepare_in_parallel
-    assert build_parser().parse_args(["quickstart", "--proxy-world", "--arch", "mgm"]).proxy_world
+    assert build_parser().parse_args(["quickstart", "--pico", "--arch", "mgm"]).pico
 
 
 @pytest.mark.parametrize("recipes, needed", [(("no-filter", "similarity"), False), (("similarity-recaption",), True)])

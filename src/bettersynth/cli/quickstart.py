@@ -1,9 +1,9 @@
-"""``bettersynth quickstart``: the whole loop, locally, on a generated demo world.
+"""``bettersynth quickstart``: the whole loop, locally, on a generated world.
 
-By default one recipe on random-weight pico models: the plumbing in minutes, scores meaningless.
-``--proxy-world`` runs two recipes (no filter, similarity) through the same pipeline in a small
-proxy world with trained models instead (about 11 minutes on 2 cores), ending with every model
-beside the trivial baselines; it becomes the default once its models show the filter's gain.
+By default two recipes (no filter, similarity) through the same pipeline in a small proxy world
+with trained models, ending with every model beside the trivial baselines and a champion that
+won by a margin. ``--pico`` runs one recipe on random-weight pico models instead: the plumbing
+in a few minutes, scores meaningless.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_proxy_world(args) if args.proxy_world else run_pico(args)
+    return run_pico(args) if args.pico else run_proxy_world(args)
 
 
 def run_proxy_world(args: argparse.Namespace) -> int:
@@ -73,9 +73,9 @@ def register(subparsers) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="finetune seeds (per recipe)")
     parser.add_argument("--arch", choices=["llava", "mgm"], default="llava",
                         help="base model: LLaVA, or Mini-Gemini with an aux ConvNeXt tower (default: llava)")
-    parser.add_argument("--proxy-world", action="store_true",
-                        help="two recipes with trained models in a small proxy world (about 11 min on 2 cores) "
-                             "instead of one recipe on random-weight pico models")
+    parser.add_argument("--pico", action="store_true",
+                        help="one recipe on random-weight pico models (the plumbing only, scores meaningless) "
+                             "instead of two recipes with trained models in a small proxy world")
     parser.add_argument("--samples", type=int, default=300, help="pico loop: seed image-caption pairs to generate")
     parser.add_argument("--eval-shards", type=int, default=1, help="pico loop: split each evaluation into this many tasks")
     parser.add_argument("--tracking-uri", help="MLflow server to log to (default: sqlite mlflow.db in the workspace)")

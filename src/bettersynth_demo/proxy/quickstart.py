@@ -4,7 +4,7 @@ Why: a newcomer's first command should end with a result that means
 something: two recipes (no filter; the similarity filter) trained through the
 same ``data_centric_loop`` pipeline, every model beside the scores a model gets
 without looking at the image, and a ``champion`` that won by a margin.
-Against ``bettersynth proxy`` the world is smaller (1,600 seed pairs, 120
+Against ``bettersynth proxy`` the world is smaller (1,600 seed pairs, 400
 instruction images), 85 % of the captions are wrong, and in ways the
 scorer was taught to see (a caption of another image, or one too short to
 describe anything), the scorer and the LM train side by side on
@@ -42,30 +42,35 @@ SEEDS = (0, 1)
 # models scored alike: a swapped colour leaves most of a caption true.)
 CORRUPTIONS = ("too_short", "unrelated")
 
+# 4-6 OCR tokens a TextVQA prompt, as real signage gives an OCR engine several: the random-token floor is
+# then 20 % instead of 62 % with 1-3, and a model scores over it only by reading the sign.
+QUICKSTART_OCR_DISTRACTORS = (3, 5)
 QUICKSTART_WORLD = ProxyWorldConfig(
     world=replace(default_world(), n_seed_samples=1600, mismatch_fraction=0.85, corruptions=CORRUPTIONS,
-                  n_textvqa=200, n_mmbench=200, n_heldout_textvqa=60, n_heldout_mmbench=60),
-    n_instruct=120, n_scorer=1200, n_calibration=150,
+                  n_textvqa=200, n_mmbench=200, n_heldout_textvqa=60, n_heldout_mmbench=60,
+                  ocr_distractors=QUICKSTART_OCR_DISTRACTORS),
+    n_instruct=400, n_scorer=1200, n_calibration=150,
 )
 QUICKSTART_SCORER = ScorerConfig(epochs=10)
 QUICKSTART_LM = LMConfig(epochs=3)
 
 
 def quickstart_plan() -> dict[str, Any]:
-    """The proxy's train plan at the quickstart's size: 400 samples capped, 6 stage-1 epochs, a light stage 2.
+    """The proxy's train plan at the quickstart's size: 400 samples capped, 10 stage-1 epochs, 3 of stage 2.
 
-    Stage 2 decides what the comparison can show. Measured on one seed (similarity vs no filter, TextVQA /
-    MMBench circular; stage 1 alone: 44.0 / 28.5 vs 7.5 / 26.0): 2 epochs at 3e-4 gave 63.5 / 25.5 vs
-    61.0 / 25.0, 1 epoch at 3e-4 59.5 / 27.5 vs 56.5 / 24.5, 1 epoch at 1e-4 47.0 / 30.0 vs 37.0 / 25.5.
-    The stage 2 that lifts TextVQA to the random-OCR-token floor (61) also erases the stage-1 gap; this
-    one keeps the gap and leaves TextVQA under that floor, which the table says.
+    Measured through the pipeline (fresh quickstarts, 2 seeds, TextVQA / MMBench circular seed means, 4-6
+    OCR tokens a prompt): 6 + 1 epochs at 1e-4 gave similarity 6.3 / 29.3 against no filter 6.0 / 26.3, every
+    model answering one or two words; 6 + 2 epochs at 3e-4 5.8 / 28.5 against 8.0 / 27.0; 10 + 3 epochs at
+    3e-4 with 400 instruction images (this plan) 14.3 / 30.0 against 14.0 / 27.8. MMBench gained in
+    all three (+3.0, +1.5, +2.25); no model yet reads the sign well enough to clear the TextVQA floor.
     """
     plan = json.loads(json.dumps(TRAIN_PLAN))
-    plan["align"]["num_epochs"] = 6
-    plan["finetune"]["num_epochs"] = 1
-    plan["finetune"]["learning_rate"] = 1e-4
+    plan["align"]["num_epochs"] = 10
+    plan["finetune"]["num_epochs"] = 3
+    plan["finetune"]["learning_rate"] = 3e-4
     plan["sample_cap"] = 400
-    plan["seed_selection"]["decide_after_steps"] = 6 * 400 // plan["align"]["global_batch_size"]  # every seed survives
+    align = plan["align"]  # every seed survives: the decision comes at the end of stage 1
+    plan["seed_selection"]["decide_after_steps"] = align["num_epochs"] * plan["sample_cap"] // align["global_batch_size"]
     return plan
 
 

@@ -47,7 +47,7 @@ from bettersynth_demo.benchmarks import (
 )
 from bettersynth_demo.captions import caption
 from bettersynth_demo.ledger import SceneLedger
-from bettersynth_demo.questions import QUESTIONS, ocr_tokens
+from bettersynth_demo.questions import OCR_DISTRACTORS, QUESTIONS, ocr_tokens
 from bettersynth_demo.render import encode_image, render_scene
 from bettersynth_demo.scene import ObjectGroup, Scene, random_scene
 from bettersynth_demo.world import DEMO_CORRUPTIONS, WorldConfig, WorldPaths, build_world
@@ -148,14 +148,14 @@ def scene_from_json(data: dict) -> Scene:
     return Scene(groups, data["background"], data["word"], data["sign_band"] or "top")
 
 
-def proxy_ocr_tokens(word: str, rng: random.Random) -> list[str]:
+def proxy_ocr_tokens(word: str, rng: random.Random, distractors: tuple[int, int] = OCR_DISTRACTORS) -> list[str]:
     """The demo world's OCR tokens with every distractor in the word's upper case.
 
     Why: the demo world title-cases its distractors ("Dog" beside "CAT"), so a
     model answers TextVQA by case alone without reading the sign; then every
     recipe scores the same. Same-case distractors make it read the image.
     """
-    return [token.upper() for token in ocr_tokens(word, rng)]
+    return [token.upper() for token in ocr_tokens(word, rng, distractors)]
 
 
 def _upper_case_ocr(questions: Path) -> None:
@@ -173,7 +173,8 @@ INSTRUCT_FORMATS = ("short", "choice", "ocr")  # LLaVA-1.5's mix: VQA short answ
 SHORT_SUFFIX = TEXTVQA_PROMPT_SUFFIX  # "Answer the question using a single word or phrase."
 
 
-def instruct_turns(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
+def instruct_turns(scene: Scene, rng: random.Random,
+                   ocr_distractors: tuple[int, int] = OCR_DISTRACTORS) -> list[tuple[str, str]]:
     """2-3 (question, answer) turns in the prompt formats of LLaVA-1.5's instruction mix.
 
     Why these formats: the benchmarks ask in them (short answer with OCR tokens
@@ -186,7 +187,7 @@ def instruct_turns(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     for kind in rng.sample(kinds, min(len(kinds), rng.randint(2, 3))):
         question = QUESTIONS.get(kind)(scene, rng)
         if kind == "word":
-            tokens = proxy_ocr_tokens(question.answer, rng)
+            tokens = proxy_ocr_tokens(question.answer, rng, ocr_distractors)
             text = build_textvqa_prompt(rng.choice(TEXTVQA_QUESTIONS), tokens)
             turns.append((text, question.answer))
         elif rng.choice(INSTRUCT_FORMATS[:2]) == "choice":
@@ -213,7 +214,7 @@ def _build_instruct(world: WorldPaths, config: ProxyWorldConfig, exclude: set[tu
         (world.instruct_images).mkdir(parents=True, exist_ok=True)
         (world.instruct_json.parent / image).write_bytes(encode_image(render_scene(scene, config.world.image_size), "png"))
         conversations = []
-        for number, (question, answer) in enumerate(instruct_turns(scene, rng)):
+        for number, (question, answer) in enumerate(instruct_turns(scene, rng, config.world.ocr_distractors)):
             conversations.append({"from": "human", "value": f"<image>\n{question}" if number == 0 else question})
             conversations.append({"from": "gpt", "value": answer})
         records.append({"id": sample_id, "image": image, "conversations": conversations})
@@ -243,7 +244,7 @@ def _build_clean_split(paths: ProxyWorldPaths, config: ProxyWorldConfig, exclude
         text = caption(scene, rng)
         samples.append(Sample(id=f"clean-{i:05d}", text=caption_text(text), images=[image]))
         if i < config.n_scorer:
-            chats.extend(_chats(text, instruct_turns(scene, rng)))
+            chats.extend(_chats(text, instruct_turns(scene, rng, config.world.ocr_distractors)))
     write_samples(paths.scorer_jsonl, samples[: config.n_scorer])
     write_samples(paths.calibration_jsonl, samples[config.n_scorer:])
     write_json(paths.chat_json, chats)
