@@ -20,16 +20,18 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sqlite3
+import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator, Literal, TextIO
 
 from bettersynth.core.images import ImageError, normalise_rel, resolve_image
-from bettersynth.data.jsonl import write_jsonl
 from bettersynth.recipes.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -157,22 +159,58 @@ def _integer(shard: dict[str, Any], key: str) -> int:
     return int(value)
 
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
+def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(line, record) of a jsonl file one at a time (none when it is missing): merging never holds a file."""
     if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield (line if line.endswith("\n") else line + "\n"), json.loads(line)
 
 
-def _source_positions(dataset_dir: Path) -> dict[str, int]:
-    positions: dict[str, int] = {}
+def _is_input(record: dict[str, Any]) -> bool:
+    """An outcome of a sample read from the input (not created by a mapper, not a line the reader refused)."""
+    return "source_id" not in record and "line" not in record and record.get("id") is not None
+
+
+class _MergeIndex:
+    """Source positions and the ids merged so far, in a temporary sqlite file: memory stays flat in the row count."""
+
+    def __init__(self, path: Path, source_dir: Path):
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE positions (id TEXT PRIMARY KEY, line INTEGER NOT NULL)")
+        self._db.execute("CREATE TABLE seen (id TEXT PRIMARY KEY)")
+        self._db.execute("CREATE TABLE shard (id TEXT)")
+        self._db.execute("BEGIN")  # one transaction for the life of this scratch file: nothing here must outlive it
+        self._db.executemany("INSERT OR IGNORE INTO positions VALUES (?, ?)", _source_ids(source_dir))
+
+    def last_position(self, shard: Path) -> int:
+        """The latest source line among the ids a shard accounts for (first occurrences), -1 for none."""
+        self._db.execute("DELETE FROM shard")
+        self._db.executemany("INSERT INTO shard VALUES (?)", ((str(r.get("source_id", r.get("id"))),)
+                                                           for _, r in _records(shard / "outcomes.jsonl")))
+        (line,) = self._db.execute("SELECT MAX(p.line) FROM shard s JOIN positions p ON p.id = s.id").fetchone()
+        return -1 if line is None else line
+
+    def first_time(self, sample_id: str) -> bool:
+        """Record ``sample_id`` as merged; False when an earlier record already had it."""
+        return self._db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (sample_id,)).rowcount == 1
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _source_ids(dataset_dir: Path) -> Iterator[tuple[str, int]]:
     for number, raw in enumerate(_lines(Path(dataset_dir) / SAMPLES)):
         try:
             record = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             continue
         if isinstance(record, dict) and "id" in record:
-            positions.setdefault(str(record["id"]), number)
-    return positions
+            yield str(record["id"]), number
 
 
 def merge_shards(shard_dirs: list[Path], source_dir: Path, out_dir: Path) -> dict[str, Any]:
@@ -182,89 +220,91 @@ def merge_shards(shard_dirs: list[Path], source_dir: Path, out_dir: Path) -> dic
     for (first occurrences; an id repeated from an earlier shard maps lower,
     never higher), so the merge does not depend on the order KFP collects
     them. Counts are summed and checked; returns the merged report.
+
+    Every file is streamed a record at a time and the ids live in a temporary
+    sqlite file, so memory does not grow with the number of samples.
     """
     out_dir = Path(out_dir)
-    positions = _source_positions(source_dir)
-
-    def last_position(shard: Path) -> int:
-        ids = (r.get("source_id", r.get("id")) for r in _read_records(shard / "outcomes.jsonl"))
-        return max((positions[i] for i in ids if i in positions), default=-1)
-
-    ordered = sorted((Path(s) for s in shard_dirs), key=last_position)
-    samples: list[dict[str, Any]] = []
-    outcomes: list[dict[str, Any]] = []
-    rejected: list[dict[str, Any]] = []
-    totals = dict.fromkeys(REPORT_COUNTS, 0)
-    per_op: dict[int, dict[str, Any]] = {}
-    recipe_hashes = set()
-    seen_ids: set[str] = set()
-    for shard in ordered:
+    shards = [Path(s) for s in shard_dirs]
+    reports = {}
+    for shard in shards:
         report_path = shard / "report.json"
         if not report_path.is_file():
             raise ValueError(f"{report_path}: missing; a shard must be the output folder of a filter or caption step")
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        for key in REPORT_COUNTS:
-            totals[key] += int(report[key])
-        for op in report.get("per_op", []):
-            merged = per_op.setdefault(op["step"], {"step": op["step"], "op": op["op"]})
-            for key, value in op.items():
-                if key not in ("step", "op"):
-                    merged[key] = merged.get(key, 0) + value
-        recipe_hashes.add(report.get("recipe_hash", ""))
-        shard_samples = _read_records(shard / SAMPLES)
-        shard_outcomes = _read_records(shard / "outcomes.jsonl")
-        shard_rejected = _read_records(shard / "rejected.jsonl")
-        _reject_cross_shard_duplicates(shard, seen_ids, shard_samples, shard_outcomes, shard_rejected, totals)
-        for record in shard_samples:
-            for rel in record.get("images", []):
-                _link(resolve_image(shard, rel), out_dir / normalise_rel(rel))
-        samples += shard_samples
-        outcomes += shard_outcomes
-        rejected += shard_rejected
+        reports[shard] = json.loads(report_path.read_text(encoding="utf-8"))
+    recipe_hashes = {report.get("recipe_hash", "") for report in reports.values()}
     if len(recipe_hashes) > 1:
         raise ValueError(f"shards were processed with different recipes: {sorted(recipe_hashes)}")
-    if totals["kept"] != len(samples):
-        raise RuntimeError(f"accounting error: shard reports keep {totals['kept']} samples, their files hold {len(samples)}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out_dir / SAMPLES, samples)
-    write_jsonl(out_dir / "outcomes.jsonl", outcomes)
-    write_jsonl(out_dir / "rejected.jsonl", rejected)
+    totals = dict.fromkeys(REPORT_COUNTS, 0)
+    per_op: dict[int, dict[str, Any]] = {}
+    written = 0
+    with tempfile.TemporaryDirectory(prefix="merge-index-") as scratch:
+        index = _MergeIndex(Path(scratch) / "index.sqlite", Path(source_dir))
+        try:
+            ordered = sorted(shards, key=index.last_position)
+            outputs = {name: out_dir / (name + ".partial") for name in (SAMPLES, "outcomes.jsonl", "rejected.jsonl")}
+            with contextlib.ExitStack() as files:
+                handles = {name: files.enter_context(path.open("w", encoding="utf-8")) for name, path in outputs.items()}
+                for shard in ordered:
+                    report = reports[shard]
+                    for key in REPORT_COUNTS:
+                        totals[key] += int(report[key])
+                    for op in report.get("per_op", []):
+                        merged = per_op.setdefault(op["step"], {"step": op["step"], "op": op["op"]})
+                        for key, value in op.items():
+                            if key not in ("step", "op"):
+                                merged[key] = merged.get(key, 0) + value
+                    written += _merge_shard(shard, index, handles, totals, out_dir)
+        finally:
+            index.close()
+    if totals["kept"] != written:
+        raise RuntimeError(f"accounting error: shard reports keep {totals['kept']} samples, their files hold {written}")
+    for name, path in outputs.items():
+        os.replace(path, out_dir / name)
     merged = {**totals, "per_op": [per_op[k] for k in sorted(per_op)], "recipe_hash": recipe_hashes.pop() if recipe_hashes else "",
               "shards": len(ordered)}
     (out_dir / "report.json").write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
     return merged
 
 
-def _reject_cross_shard_duplicates(
-    shard: Path, seen: set[str], samples: list[dict], outcomes: list[dict], rejected: list[dict], totals: dict[str, int]
-) -> None:
-    """Reject input samples whose id an earlier shard already had, as an unsharded read would.
+def _merge_shard(shard: Path, index: _MergeIndex, handles: dict[str, TextIO], totals: dict[str, int], out_dir: Path) -> int:
+    """Append one shard's records, rejecting input samples whose id an earlier record had, as an unsharded read would.
 
-    Edits the shard's records and the running totals in place; samples a
-    mapper created from such a duplicate are dropped with it.
+    Samples a mapper created from such a duplicate are dropped with it. Edits
+    the running totals in place; returns the samples written.
     """
-    duplicates = set()
-    for record in outcomes:
-        if "source_id" in record or "line" in record or record.get("id") is None:
-            continue  # created samples, and lines the reader already rejected
-        if record["id"] in seen:
-            duplicates.add(record["id"])
+    duplicates: dict[int, str] = {}  # outcome position -> id; small: only the repeated ids
+    for number, (_, record) in enumerate(_records(shard / "outcomes.jsonl")):
+        if _is_input(record) and not index.first_time(str(record["id"])):
+            duplicates[number] = record["id"]
+    repeated, children = set(duplicates.values()), set()
+    for number, (line, record) in enumerate(_records(shard / "outcomes.jsonl")):
+        if record.get("source_id") in repeated:
+            children.add(record["id"])
+            totals["added"] -= 1
+            continue
+        if number in duplicates:
             status = record["status"]
             totals["kept_from_input" if status == "kept" else status] -= 1
             totals["rejected"] += 1
             error = f"{shard.name}: duplicate id {record['id']!r} (also in an earlier shard)"
             record.update(status="rejected", op="reader", error=error)
-            rejected.append({"id": record["id"], "op": "reader", "error": error})
-        else:
-            seen.add(record["id"])
-    if not duplicates:
-        return
-    children = [r for r in outcomes if r.get("source_id") in duplicates]
-    totals["added"] -= len(children)
-    outcomes[:] = [r for r in outcomes if r.get("source_id") not in duplicates]
-    child_ids = {r["id"] for r in children}
-    before = len(samples)
-    kept_children = sum(1 for s in samples if s["id"] in child_ids)
-    samples[:] = [s for s in samples if s["id"] not in duplicates and s["id"] not in child_ids]
-    totals["added_kept"] -= kept_children
-    totals["kept"] -= before - len(samples)
+            line = json.dumps(record, ensure_ascii=False) + "\n"
+        handles["outcomes.jsonl"].write(line)
+    with contextlib.suppress(FileNotFoundError), (shard / "rejected.jsonl").open(encoding="utf-8") as rejected:
+        handles["rejected.jsonl"].writelines(line if line.endswith("\n") else line + "\n" for line in rejected if line.strip())
+    for sample_id in duplicates.values():
+        error = f"{shard.name}: duplicate id {sample_id!r} (also in an earlier shard)"
+        handles["rejected.jsonl"].write(json.dumps({"id": sample_id, "op": "reader", "error": error}) + "\n")
+    written = 0
+    for line, record in _records(shard / SAMPLES):
+        if record["id"] in repeated or record["id"] in children:
+            totals["kept"] -= 1
+            totals["added_kept"] -= record["id"] in children
+            continue
+        for rel in record.get("images", []):
+            _link(resolve_image(shard, rel), out_dir / normalise_rel(rel))
+        handles[SAMPLES].write(line)
+        written += 1
+    return written
