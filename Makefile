@@ -63,8 +63,9 @@ bench: setup
 	$(BIN)/python benchmarks/bench_ops.py --samples 64 --num-workers 0 1 --rounds 3 $(DJ_FLAG) --json $(RESULTS)/ops.json
 	$(BIN)/python benchmarks/bench_train.py --samples 96 --rounds 3 --json $(RESULTS)/train.json
 	$(BIN)/python benchmarks/bench_memory.py --sizes 2000 20000 --rounds 3 --json $(RESULTS)/memory.json
+	$(BIN)/python benchmarks/bench_merge.py --rows 20000 200000 --rounds 3 --json $(RESULTS)/merge.json
 	$(BIN)/python benchmarks/bench_step_start.py --rounds 3 --modules bettersynth.steps.process bettersynth.steps.register --json $(RESULTS)/step_start.json
-	$(BIN)/python benchmarks/harness.py table $(RESULTS)/soup.json $(RESULTS)/ops.json $(RESULTS)/train.json $(RESULTS)/memory.json $(RESULTS)/step_start.json --output $(RESULTS)/bench.md
+	$(BIN)/python benchmarks/harness.py table $(RESULTS)/soup.json $(RESULTS)/ops.json $(RESULTS)/train.json $(RESULTS)/memory.json $(RESULTS)/merge.json $(RESULTS)/step_start.json --output $(RESULTS)/bench.md
 	@cat $(RESULTS)/bench.md
 
 bench-soup: setup
@@ -83,6 +84,7 @@ bench-train: setup
 
 bench-memory: setup
 	$(BIN)/python benchmarks/bench_memory.py --sizes 10000 100000 --rounds 3 --json $(RESULTS)/memory.json
+	$(BIN)/python benchmarks/bench_merge.py --rows 100000 1000000 --rounds 3 --json $(RESULTS)/merge.json
 
 bench-step-start: setup
 	$(BIN)/python benchmarks/bench_step_start.py --rounds 3 --json $(RESULTS)/step_start.json

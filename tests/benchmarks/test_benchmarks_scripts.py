@@ -80,6 +80,16 @@ def test_bench_memory_runs_tiny(tmp_path):
     assert "kept" in done.stdout  # both contenders kept the same samples, or the script fails
 
 
+def test_bench_merge_runs_tiny(tmp_path):
+    out = tmp_path / "merge.json"
+    done = run_script("bench_merge.py", "--rows", "200", "400", "--shards", "3", "--rounds", "1", "--workdir",
+                      str(tmp_path), "--json", str(out))
+    found = ratios(out)
+    assert ("merge, 400 rows, 3 shards", "ours-400", "plain-400", "seconds") in found
+    assert found["merge peak RSS", "ours-400", "ours-200", "peak_mb"]["target"] == 1.2
+    assert "kept 359" in done.stdout  # 400 rows: 40 filtered, 1 rejected, the repeated id dropped by both
+
+
 @pytest.mark.slow
 def test_bench_ops_runs_pico(tmp_path):
     out = tmp_path / "ops.json"
