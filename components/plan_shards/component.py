@@ -12,6 +12,7 @@ def plan_shards(
     filter_recipe: str,
     caption_recipe: str,
     fingerprint_mode: str = "content",
+    workspace: str = "",
 ) -> List[dict]:
     """Cut a dataset into contiguous line blocks and fingerprint its bytes and recipes.
 
@@ -25,6 +26,8 @@ def plan_shards(
         filter_recipe: Path of the filter recipe (hashed into the plan).
         caption_recipe: Path of the caption recipe (hashed into the plan).
         fingerprint_mode: ``content`` hashes image bytes; ``stat`` only names, sizes and mtimes.
+        workspace: The DVC project root on a volume; its ``.cache/file_hashes.sqlite`` remembers
+            each image's hash, so a later plan reads only new or changed images. Empty: hash all.
 
     Returns:
         One dict per shard: index, start, stop, data_hash, config_hash.
@@ -35,4 +38,5 @@ def plan_shards(
 
     if fingerprint_mode not in ("content", "stat"):
         raise ValueError(f"fingerprint_mode must be 'content' or 'stat', got {fingerprint_mode!r}")
-    return run(Path(dataset), num_shards, [Path(filter_recipe), Path(caption_recipe)], fingerprint_mode)
+    cache = Path(workspace) / ".cache" / "file_hashes.sqlite" if workspace else None
+    return run(Path(dataset), num_shards, [Path(filter_recipe), Path(caption_recipe)], fingerprint_mode, cache)

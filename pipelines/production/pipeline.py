@@ -31,7 +31,7 @@ DATA_PIPELINE_NAME = "bettersynth-sharded-data"
 
 def sharded_data_steps(
     profile: ClusterProfile, parallelism: int, seed_dataset, filter_recipe, caption_recipe, model_root,
-    num_shards, caption_fraction, fingerprint_mode,
+    num_shards, caption_fraction, fingerprint_mode, workspace="",
 ):
     """Add plan → ParallelFor(shard → filter → caption) → merge to the pipeline being defined; returns the merge task.
 
@@ -44,7 +44,7 @@ def sharded_data_steps(
     plan = place(
         plan_shards(
             dataset=seed_dataset, num_shards=num_shards, filter_recipe=filter_recipe, caption_recipe=caption_recipe,
-            fingerprint_mode=fingerprint_mode,
+            fingerprint_mode=fingerprint_mode, workspace=workspace,
         ),
         profile, "plan-shards",
     ).set_display_name("plan-shards")
@@ -71,11 +71,11 @@ def build_data_pipeline(profile: ClusterProfile, parallelism: int = 4):
     @dsl.pipeline(name=DATA_PIPELINE_NAME, description="shard → filter → caption per shard → merge")
     def sharded_data(
         seed_dataset: str, filter_recipe: str, caption_recipe: str, model_root: str,
-        num_shards: int = 8, caption_fraction: float = 0.2, fingerprint_mode: str = "content",
+        num_shards: int = 8, caption_fraction: float = 0.2, fingerprint_mode: str = "content", workspace: str = "",
     ) -> Dataset:
         merged = sharded_data_steps(
             profile, parallelism, seed_dataset, filter_recipe, caption_recipe, model_root, num_shards, caption_fraction,
-            fingerprint_mode,
+            fingerprint_mode, workspace,
         )
         return merged.outputs["merged"]
 
@@ -118,7 +118,7 @@ def build_pipeline(profile: ClusterProfile, soup_methods: Sequence[str] = ("unif
     ):
         merged = sharded_data_steps(
             profile, parallelism, seed_dataset, filter_recipe, caption_recipe, model_root, num_shards, caption_fraction,
-            fingerprint_mode,
+            fingerprint_mode, workspace,
         )
         model_steps(
             profile, merged.outputs["merged"], workspace=workspace, variant=variant, base_model=base_model,

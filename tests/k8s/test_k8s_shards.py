@@ -115,3 +115,27 @@ def test_plan_needs_a_dataset_folder(tmp_path):
         plan_shards(tmp_path, 2, [FILTER])
     with pytest.raises(ValueError, match="num_shards"):
         plan_shards(tmp_path, 0, [FILTER])
+
+
+def test_planning_is_incremental_nothing_known_is_read_again(messy_seed, tmp_path):
+    """A second plan over the same images reads none of them; a changed image is read again and changes the hash."""
+    from bettersynth.data.file_hashes import FileHashes
+
+    copy = tmp_path / "copy"
+    shutil.copytree(messy_seed, copy)
+    cache = tmp_path / "cache" / "file_hashes.sqlite"
+    n_images = sum(1 for p in (copy / "images").iterdir() if p.is_file())
+    with FileHashes(cache) as first:
+        planned = fingerprint(copy, [FILTER], hashes=first)
+    assert (first.misses, first.hits) == (n_images, 0)
+    assert planned == fingerprint(copy, [FILTER])  # remembered or read, the same fingerprint
+    with FileHashes(cache) as second:
+        assert fingerprint(copy, [FILTER], hashes=second) == planned
+    assert (second.misses, second.hits) == (0, n_images)
+    image = next((copy / "images").iterdir())
+    image.write_bytes(image.read_bytes() + b"\0")
+    with FileHashes(cache) as third:
+        changed = fingerprint(copy, [FILTER], hashes=third)
+    assert (third.misses, third.hits) == (1, n_images - 1)
+    assert changed[0] != planned[0] and changed == fingerprint(copy, [FILTER])
+    assert plan_shards(copy, 2, [FILTER], hash_cache=cache)[0]["data_hash"] == changed[0]

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, TextIO
 
 from bettersynth.core.images import ImageError, normalise_rel, resolve_image
+from bettersynth.data.file_hashes import FileHashes
 from bettersynth.recipes.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,15 @@ def _image_paths(raw: bytes) -> list[str]:
     return [p for p in images if isinstance(p, str)] if isinstance(images, list) else []
 
 
-def fingerprint(dataset_dir: Path, recipes: list[Path], mode: FingerprintMode = "content") -> tuple[str, str]:
-    """(data hash, config hash): sha256 over the jsonl and the images it names; over the recipes' normalised ops."""
+def fingerprint(dataset_dir: Path, recipes: list[Path], mode: FingerprintMode = "content",
+                hashes: FileHashes | None = None) -> tuple[str, str]:
+    """(data hash, config hash): sha256 over the jsonl and the images it names; over the recipes' normalised ops.
+
+    In ``content`` mode each image enters as its sha256, taken from ``hashes``
+    when that has seen the file unchanged (nothing known is read again).
+    """
     dataset_dir = Path(dataset_dir)
+    hashes = hashes or FileHashes(None)
     data = hashlib.sha256()
     seen: set[str] = set()
     for raw in _lines(dataset_dir / SAMPLES):
@@ -81,17 +88,18 @@ def fingerprint(dataset_dir: Path, recipes: list[Path], mode: FingerprintMode = 
                 stat = path.stat()
                 data.update(f"{stat.st_size}:{stat.st_mtime_ns}\0".encode())
             else:
-                with path.open("rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        data.update(block)
+                data.update(hashes.digest(path).encode("ascii") + b"\0")
     config = hashlib.sha256("\n".join(Recipe.load(r).hash() for r in recipes).encode("ascii"))
     return data.hexdigest(), config.hexdigest()
 
 
-def plan_shards(dataset_dir: Path, num_shards: int, recipes: list[Path], mode: FingerprintMode = "content") -> list[dict[str, Any]]:
+def plan_shards(dataset_dir: Path, num_shards: int, recipes: list[Path], mode: FingerprintMode = "content",
+                hash_cache: Path | None = None) -> list[dict[str, Any]]:
     """Contiguous blocks of lines, one dict per shard: index, start, stop, data_hash, config_hash.
 
     Fewer shards than asked when there are fewer lines; at least one (maybe empty).
+    ``hash_cache`` (a SQLite file, see ``FileHashes``) makes planning
+    incremental: an image seen unchanged by an earlier plan is not read again.
     """
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
@@ -100,7 +108,10 @@ def plan_shards(dataset_dir: Path, num_shards: int, recipes: list[Path], mode: F
         raise ValueError(f"{dataset_dir / SAMPLES}: no such file (the dataset must be a folder with {SAMPLES})")
     n_lines = sum(1 for _ in _lines(dataset_dir / SAMPLES))
     count = max(1, min(num_shards, n_lines))
-    data_hash, config_hash = fingerprint(dataset_dir, recipes, mode)
+    with FileHashes(hash_cache) as hashes:
+        data_hash, config_hash = fingerprint(dataset_dir, recipes, mode, hashes)
+    if mode == "content":
+        log.info("%s: %d images hashed, %d known unchanged", dataset_dir, hashes.misses, hashes.hits)
     bounds = [n_lines * i // count for i in range(count + 1)]
     plan = [
         {"index": i, "start": bounds[i], "stop": bounds[i + 1], "data_hash": data_hash, "config_hash": config_hash}
