@@ -108,3 +108,34 @@ def test_a_damaged_shard_and_an_unfinished_manifest_are_named(dj, tmp_path):
     (tmp_path / "m" / "manifest.json").unlink()
     with pytest.raises(ValueError, match=r"not a manifest \(no manifest.json"):
         list(iter_rows(str(tmp_path / "m")))
+
+
+def test_cli_ingests_each_format_and_exports_it_back(dj, tmp_path, capsys):
+    """``bettersynth data ingest`` / ``data export``: the format from the source's name, the bytes back unchanged."""
+    from bettersynth.cli.main import main
+
+    store = str(tmp_path / "store")
+    assert main(["data", "ingest", str(dj), "--manifest", str(tmp_path / "m"), "--store", store]) == 0
+    line = capsys.readouterr().out
+    assert "ingested 5 samples (dj)" in line and "3 images stored, 2 already in" in line
+    assert main(["data", "export", str(tmp_path / "m"), "--out", str(tmp_path / "folder")]) == 0
+    assert (tmp_path / "folder" / "samples.jsonl").read_bytes() == dj.read_bytes()
+    assert main(["data", "ingest", str(tmp_path / "folder"), "--manifest", str(tmp_path / "m-folder"), "--store", store]) == 0
+    line = capsys.readouterr().out
+    assert "(folder)" in line and "0 images stored, 5 already in" in line  # the store holds every one already
+    assert main(["data", "export", str(tmp_path / "m"), "--out", str(tmp_path / "tars"), "--format", "wds"]) == 0
+    tars = sorted(str(p) for p in (tmp_path / "tars").glob("*.tar"))
+    assert main(["data", "ingest", *tars, "--manifest", str(tmp_path / "m-wds"), "--store", store]) == 0
+    assert "ingested 5 samples (wds)" in capsys.readouterr().out
+    assert main(["data", "export", str(tmp_path / "m-wds"), "--out", str(tmp_path / "llava"), "--format", "llava"]) == 0
+    assert [r["id"] for r in read_llava_json(tmp_path / "llava" / "llava.json")] == [f"s{i}" for i in range(5)]
+
+
+def test_cli_ingest_of_an_unknown_source_says_how_to_name_its_format(tmp_path, capsys):
+    from bettersynth.cli.main import main
+
+    (tmp_path / "data.csv").write_text("id,text\n")
+    assert main(["data", "ingest", str(tmp_path / "data.csv"), "--manifest", str(tmp_path / "m"),
+                 "--store", str(tmp_path / "store")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot tell the format of" in err and "give --format (folder, dj, llava, wds)" in err

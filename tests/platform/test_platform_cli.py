@@ -87,3 +87,31 @@ def test_summary_commands_run_as_printed_in_a_fresh_shell(tmp_path):
             done = subprocess.run(["/bin/sh", "-c", probe], cwd=root, env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")},
                                   capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, (probe, done.stderr[-2000:])
+
+
+def test_quickstart_commands_name_its_experiment_and_every_variant_and_run_in_a_fresh_shell(tmp_path):
+    """What ``bettersynth quickstart`` prints last: the runs page, compare on its experiment, one checkout per recipe."""
+    import os
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    from bettersynth.reports.summary import look_further_commands
+
+    root = Path(__file__).resolve().parents[2]
+    workspace = tmp_path / "a workspace"  # a space: every path must come out quoted
+    hashes = ["3f2a" * 8 + ".dir", "b7c1" * 8 + ".dir", "3f2a" * 8 + ".dir"]
+    commands = [line.strip() for line in look_further_commands(workspace, None, "7", hashes,
+                                                               experiment="bettersynth-quickstart", bin_prefix=".venv/bin/")]
+    assert commands[0] == f".venv/bin/mlflow ui --backend-store-uri {shlex.quote(f'sqlite:///{workspace}/mlflow.db')}"
+    compare = shlex.split(commands[2])
+    assert compare[1:] == ["compare", "--workspace", str(workspace), "--experiment", "bettersynth-quickstart",
+                           "--chart", "compare.png"]
+    checkouts = [shlex.split(c) for c in commands[3:]]
+    assert [c[3] for c in checkouts] == sorted(set(hashes)) and all(c[5] == str(workspace) for c in checkouts)
+    for command in (commands[0], commands[2], commands[3]):
+        name, *rest = shlex.split(command)
+        probe = shlex.join([name, *rest[:2 if rest[:1] == ["data"] else 1], "--help"])
+        done = subprocess.run(["/bin/sh", "-c", probe], cwd=root, env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")},
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (probe, done.stderr[-2000:])

@@ -71,6 +71,64 @@ def version_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+INGEST_FORMATS = ("folder", "dj", "llava", "wds")
+EXPORT_FORMATS = ("folder", "llava", "wds")
+
+
+def source_format(sources: list[str]) -> str:
+    """What ``data ingest`` reads when ``--format`` is not given, from the sources' names."""
+    if all(source.endswith(".tar") for source in sources):
+        return "wds"
+    if len(sources) == 1:
+        source = Path(sources[0])
+        if source.is_dir():
+            return "folder"
+        if source.suffix == ".jsonl":
+            return "dj"
+        if source.suffix == ".json":
+            return "llava"
+    raise ValueError(f"cannot tell the format of {sources}: give --format ({', '.join(INGEST_FORMATS)}); "
+                     "only WebDataset takes several sources")
+
+
+@one_line_errors("data ingest")
+def ingest(args: argparse.Namespace) -> int:
+    """A dataset as a manifest over a shard store: each image hashed and stored once, whatever format it came in."""
+    from bettersynth.data.manifest_ingest import ingest_dj_jsonl, ingest_folder, ingest_llava_json, ingest_wds
+    from bettersynth.data.shards import ShardStore
+
+    kind = args.format or source_format(args.source)
+    if kind != "wds" and len(args.source) != 1:
+        raise ValueError(f"--format {kind} reads one source, got {len(args.source)}")
+    store = ShardStore(args.store, args.endpoint_url)
+    source, root = args.source[0], Path(args.image_root) if args.image_root else None
+    readers = {
+        "folder": lambda: ingest_folder(Path(source), store, args.manifest, args.endpoint_url),
+        "dj": lambda: ingest_dj_jsonl(Path(source), store, args.manifest, root, args.endpoint_url),
+        "llava": lambda: ingest_llava_json(Path(source), store, args.manifest, root, args.endpoint_url),
+        "wds": lambda: ingest_wds(args.source, store, args.manifest, args.endpoint_url),
+    }
+    done = readers[kind]()
+    print(f"ingested {done.info.get('n_samples', '?')} samples ({kind}) as {args.manifest}: {done.added} images stored, "
+          f"{done.reused} already in {args.store}, {len(done.new_shards)} new shards")
+    return 0
+
+
+@one_line_errors("data export")
+def export(args: argparse.Namespace) -> int:
+    """A manifest back to files every existing tool reads: a variant folder (Data-Juicer jsonl), LLaVA json, WebDataset."""
+    from bettersynth.data.manifest_export import export_folder, export_llava_json, export_wds
+
+    writers = {
+        "folder": lambda: export_folder(args.manifest, Path(args.out), endpoint_url=args.endpoint_url),
+        "llava": lambda: export_llava_json(args.manifest, Path(args.out), endpoint_url=args.endpoint_url),
+        "wds": lambda: export_wds(args.manifest, Path(args.out), endpoint_url=args.endpoint_url),
+    }
+    written = writers[args.format]()
+    print(f"exported {args.manifest} ({args.format}) to {written if not isinstance(written, list) else args.out}")
+    return 0
+
+
 def history(args: argparse.Namespace) -> int:
     from bettersynth.versioning.dvc import list_variants
 
@@ -143,6 +201,21 @@ def register(subparsers) -> None:
     parser.add_argument("--workspace", default=".", help="the DVC project")
     parser.add_argument("--store", help="shard store URL (default: $BETTERSYNTH_STORE, else data/store in the project)")
     parser.set_defaults(run=version_manifest)
+    parser = data.add_parser("ingest", help="a dataset (folder, Data-Juicer jsonl, LLaVA json, WebDataset tars) as a manifest")
+    parser.add_argument("source", nargs="+", help="a folder, a .jsonl, a .json, or WebDataset .tar shards (any fsspec URL)")
+    parser.add_argument("--manifest", required=True, help="where the manifest goes (a folder or fsspec URL)")
+    parser.add_argument("--store", required=True, help="the shard store URL the images go to (a folder or s3://...)")
+    parser.add_argument("--format", choices=INGEST_FORMATS, help="default: from the source's name")
+    parser.add_argument("--image-root", help="jsonl/json: the folder image paths are relative to (default: the file's)")
+    parser.add_argument("--endpoint-url", help="S3 endpoint for s3:// URLs (e.g. MinIO)")
+    parser.set_defaults(run=ingest)
+    parser = data.add_parser("export", help="a manifest back to a variant folder, LLaVA json or WebDataset tars")
+    parser.add_argument("manifest", help="the manifest (a folder or fsspec URL)")
+    parser.add_argument("--out", required=True, help="the folder to write")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="folder",
+                        help="folder: samples.jsonl (Data-Juicer) and images, exactly as ingested (default)")
+    parser.add_argument("--endpoint-url", help="S3 endpoint for s3:// URLs (e.g. MinIO)")
+    parser.set_defaults(run=export)
     parser = data.add_parser("log", help="list variants and their lineage")
     parser.add_argument("--workspace", default=".")
     parser.set_defaults(run=history)

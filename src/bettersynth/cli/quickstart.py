@@ -18,9 +18,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_proxy_world(args: argparse.Namespace) -> int:
-    from bettersynth.reports.summary import MLFLOW_UI, command_prefix, runs_page
+    from bettersynth.reports.summary import look_further_commands
     from bettersynth.tracking.outage import outage_policy, require_tracking_server
-    from bettersynth.tracking.runs import local_tracking_uri
     from bettersynth_demo.proxy.experiment import run_proxy
     from bettersynth_demo.proxy.quickstart import champion_report, format_quickstart, quickstart_config
 
@@ -34,13 +33,9 @@ def run_proxy_world(args: argparse.Namespace) -> int:
         import mlflow
 
         experiment = mlflow.get_experiment_by_name(config.experiment).experiment_id
-    prefix, workspace = command_prefix(), config.workspace.resolve()
-    uri = args.tracking_uri or local_tracking_uri(workspace)
-    store = f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""
-    look = ([f"  open {runs_page(uri, experiment)}"] if uri.startswith(("http://", "https://")) else
-            [f"  {prefix}mlflow ui --backend-store-uri {uri}", f"    then open {runs_page(MLFLOW_UI, experiment)}"])
-    look.append(f"  {prefix}bettersynth compare --workspace {workspace}{store} --experiment {config.experiment}"
-                " --chart compare.png")
+    workspace = config.workspace.resolve()
+    look = look_further_commands(workspace, args.tracking_uri, experiment, [row.dataset_hash for row in result["rows"]],
+                                 experiment=config.experiment)
     print(f"\nbettersynth quickstart: {len(config.recipes)} recipes x {len(config.seeds)} seeds in the proxy world "
           f"({workspace}), {time.monotonic() - started:.0f} s\n\n{table}\n")
     print("prepare: " + ", ".join(f"{k} {v:.0f}s" for k, v in result["timings"].items()))

@@ -12,6 +12,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import mlflow
 from mlflow import MlflowClient
@@ -126,20 +127,28 @@ def runs_page(base_url: str, experiment_id: str) -> str:
 
 
 def look_further(summary: RunSummary, bin_prefix: str | None = None) -> list[str]:
-    """The commands to look further, as a fresh shell in the repository root runs them."""
+    """The commands to look further at one pipeline run, as a fresh shell in the repository root runs them."""
+    hashes = [row["dataset_hash"] for row in summary.datasets if row.get("dataset_hash")]
+    return look_further_commands(summary.workspace, summary.tracking_uri, summary.experiment_id, hashes,
+                                 bin_prefix=bin_prefix)
+
+
+def look_further_commands(workspace: Path, tracking_uri: str | None, experiment_id: str, dataset_hashes: Iterable[str] = (),
+                          experiment: str | None = None, bin_prefix: str | None = None) -> list[str]:
+    """Open the runs page, compare the runs (of ``experiment`` when given), check out each variant by its hash."""
     bin_prefix = command_prefix() if bin_prefix is None else bin_prefix
-    workspace = shlex.quote(str(summary.workspace))
-    default = local_tracking_uri(summary.workspace)
-    uri = summary.tracking_uri or default
+    default = local_tracking_uri(workspace)
+    uri = tracking_uri or default
     store = "" if uri == default else f" --tracking-uri {shlex.quote(uri)}"  # compare reads the workspace's by default
     if uri.startswith(("http://", "https://")):
-        lines = [f"  open {runs_page(uri, summary.experiment_id)}"]
+        lines = [f"  open {runs_page(uri, experiment_id)}"]
     else:
         lines = [f"  {bin_prefix}mlflow ui --backend-store-uri {shlex.quote(uri)}",
-                 f"    then open {runs_page(MLFLOW_UI, summary.experiment_id)}"]
-    hashes = sorted({row["dataset_hash"] for row in summary.datasets if row.get("dataset_hash")})
-    lines.append(f"  {bin_prefix}bettersynth compare --workspace {workspace}{store} --chart compare.png")
-    lines += [f"  {bin_prefix}bettersynth data checkout {h} --workspace {workspace}" for h in hashes]
+                 f"    then open {runs_page(MLFLOW_UI, experiment_id)}"]
+    quoted = shlex.quote(str(workspace))
+    which = f" --experiment {shlex.quote(experiment)}" if experiment else ""
+    lines.append(f"  {bin_prefix}bettersynth compare --workspace {quoted}{store}{which} --chart compare.png")
+    lines += [f"  {bin_prefix}bettersynth data checkout {h} --workspace {quoted}" for h in sorted(set(dataset_hashes))]
     return lines
 
 

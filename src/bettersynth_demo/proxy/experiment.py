@@ -175,6 +175,7 @@ class RecipeRow:
     seconds: float
     labels: dict[str, Any] = field(default_factory=dict)  # answer-key audit, filled after the runs
     recall: dict[str, list[int]] = field(default_factory=dict)  # corruption kind -> [removed, total] by the filters
+    dataset_hash: str = ""  # the trained variant's DVC hash: what `bettersynth data checkout` restores
 
     def mean(self, metric: str) -> float:
         return statistics.fmean(scores[metric] for scores in self.finetunes.values())
@@ -206,7 +207,9 @@ def _row(name: str, spec: RecipeSpec, summary) -> RecipeRow:
     for model in summary.models:
         scores = {metric: float(model[metric] or 0.0) for metric in METRICS}
         (soups if model["model"].startswith("soup-") else finetunes)[model["model"]] = scores
-    return RecipeRow(name, spec.description, kept, finetunes, soups, summary.parent_run_id, summary.wall_seconds)
+    dataset_hash = next((d.get("dataset_hash", "") for d in summary.datasets if d["step"] == "version-dataset"), "")
+    return RecipeRow(name, spec.description, kept, finetunes, soups, summary.parent_run_id, summary.wall_seconds,
+                     dataset_hash=dataset_hash)
 
 
 def audit_variant(config: ProxyConfig, world: ProxyWorldPaths, name: str) -> dict[str, int]:
