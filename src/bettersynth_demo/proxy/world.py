@@ -83,6 +83,9 @@ class ProxyWorldConfig:
     n_scorer: int = 2400  # clean pairs the scorer, the captioner and the LM pretrain on
     n_calibration: int = 200  # clean pairs kept out of that training, to place the filter threshold
     scorer_word_prob: float = 0.5  # share of scorer images that show a word
+    # Every instruction image with a sign gets a turn reading it, as LLaVA-1.5's mix gives OCR-VQA images
+    # a reading question; otherwise the word is one of the 2-3 kinds drawn, like any other.
+    read_every_sign: bool = False
 
     def __post_init__(self) -> None:
         if self.n_scorer < 2 or self.n_calibration < 2:
@@ -173,8 +176,8 @@ INSTRUCT_FORMATS = ("short", "choice", "ocr")  # LLaVA-1.5's mix: VQA short answ
 SHORT_SUFFIX = TEXTVQA_PROMPT_SUFFIX  # "Answer the question using a single word or phrase."
 
 
-def instruct_turns(scene: Scene, rng: random.Random,
-                   ocr_distractors: tuple[int, int] = OCR_DISTRACTORS) -> list[tuple[str, str]]:
+def instruct_turns(scene: Scene, rng: random.Random, ocr_distractors: tuple[int, int] = OCR_DISTRACTORS,
+                   read_every_sign: bool = False) -> list[tuple[str, str]]:
     """2-3 (question, answer) turns in the prompt formats of LLaVA-1.5's instruction mix.
 
     Why these formats: the benchmarks ask in them (short answer with OCR tokens
@@ -183,8 +186,14 @@ def instruct_turns(scene: Scene, rng: random.Random,
     the option's text, which MMBench's rule-based extraction maps to its letter.
     """
     kinds = [k for k in (*MMBENCH_KINDS, "word") if QUESTIONS.get(k)(scene, random.Random(0)) is not None]
+    count = min(len(kinds), rng.randint(2, 3))
+    if read_every_sign and "word" in kinds:  # the reading turn first, then others drawn as usual
+        others = [k for k in kinds if k != "word"]
+        chosen = ["word", *rng.sample(others, count - 1)]
+    else:
+        chosen = rng.sample(kinds, count)
     turns = []
-    for kind in rng.sample(kinds, min(len(kinds), rng.randint(2, 3))):
+    for kind in chosen:
         question = QUESTIONS.get(kind)(scene, rng)
         if kind == "word":
             tokens = proxy_ocr_tokens(question.answer, rng, ocr_distractors)
@@ -214,7 +223,8 @@ def _build_instruct(world: WorldPaths, config: ProxyWorldConfig, exclude: set[tu
         (world.instruct_images).mkdir(parents=True, exist_ok=True)
         (world.instruct_json.parent / image).write_bytes(encode_image(render_scene(scene, config.world.image_size), "png"))
         conversations = []
-        for number, (question, answer) in enumerate(instruct_turns(scene, rng, config.world.ocr_distractors)):
+        for number, (question, answer) in enumerate(instruct_turns(scene, rng, config.world.ocr_distractors,
+                                                                 config.read_every_sign)):
             conversations.append({"from": "human", "value": f"<image>\n{question}" if number == 0 else question})
             conversations.append({"from": "gpt", "value": answer})
         records.append({"id": sample_id, "image": image, "conversations": conversations})
