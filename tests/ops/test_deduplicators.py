@@ -235,3 +235,33 @@ def test_document_dedup_exact_md5_with_options():
     fresh = [Sample(s.id, s.text) for s in samples]
     assert [d.keep for d in decide(loose, fresh)] == [True, False, False, False]
     assert OPERATORS.get("document_deduplicator") is DocumentDeduplicator
+
+
+def _near_copy(pictures: Path) -> str:
+    """0.png cropped by two pixels a side and scaled back: the same picture, a few hash bits apart."""
+    image = Image.open(pictures / "0.png").convert("RGB")
+    image.crop((2, 2, image.width - 2, image.height - 2)).resize(image.size).save(pictures / "0-near.png")
+    return "0-near.png"
+
+
+def test_image_dedup_with_a_hamming_distance_drops_near_copies_too(pictures):
+    import imagehash
+
+    near = _near_copy(pictures)
+    phash = {name: imagehash.phash(Image.open(pictures / name).convert("RGB")) for name in ("0.png", near, "1.png", "2.png")}
+    distance = phash["0.png"] - phash[near]
+    assert 0 < distance < min(phash["0.png"] - phash["1.png"], phash["0.png"] - phash["2.png"])
+    samples = [*image_samples(), Sample("a-near", "<__dj__image> a crop <|__dj__eoc|>", [near])]
+    exact = verdicts(decide(image_op(pictures), samples))
+    assert exact[-1] == (True, None)  # Data-Juicer's equality misses it
+    for chunks in (None, 1, 3):
+        got = verdicts(decide(image_op(pictures, hamming_distance=distance), samples, chunks))
+        assert got[-1] == (False, "duplicate_of=a")
+        assert got[:-1] == exact[:-1]  # everything else as before, pairs still exact
+    for cut in (1, 5, 9):
+        assert resumed(lambda: image_op(pictures, hamming_distance=distance), samples, cut) == got
+
+
+def test_image_dedup_near_matching_is_for_images_alone():
+    with pytest.raises(ValueError, match="consider_text"):
+        ImageDeduplicator.Config(hamming_distance=4, consider_text=True)

@@ -72,3 +72,49 @@ class Deduplicator(Filter):
     def extra_counts(self) -> dict[str, Any]:
         """For the step's counts: distinct hashes kept and duplicates dropped so far."""
         return {"distinct": len(self.first_ids), "duplicates": self.duplicates}
+
+
+class NearDeduplicator(Deduplicator):
+    """Duplicates within ``max_distance`` bits of an earlier 64-bit hash (SimHash, perceptual image hashes).
+
+    In a stream a sample is a duplicate when its hash is near any earlier one
+    (kept or dropped), and it names the kept sample of the earliest such hash.
+    Subclasses give ``to_int`` (the stat as a 64-bit integer) and build
+    ``self.index`` (an ``ops.simhash.SimhashIndex``) in ``new_index``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.index = self.new_index()
+        self._order: dict[int, int] = {}  # hash -> when it was first seen
+
+    def new_index(self) -> Any:
+        raise NotImplementedError
+
+    def to_int(self, value: Any) -> int:
+        raise NotImplementedError
+
+    def match(self, value: Any) -> str | None:
+        near = self.index.near(self.to_int(value))
+        return self.first_ids[min(near, key=self._order.__getitem__)] if near else None
+
+    def remember(self, value: Any, sample_id: str) -> None:
+        self._index(self.to_int(value), sample_id)
+
+    def remember_duplicate(self, value: Any, first_id: str) -> None:
+        self._index(self.to_int(value), first_id)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Rebuild the index from the saved hashes, in the order they were first seen."""
+        self.index = self.new_index()
+        self.first_ids, self._order = {}, {}
+        for h, kept_id in state["first"]:
+            self._index(int(h), kept_id)
+        self.duplicates = state["duplicates"]
+
+    def _index(self, h: int, kept_id: str) -> None:
+        if h not in self._order:
+            self._order[h] = len(self._order)
+            self.index.add(h)
+            self.first_ids[h] = kept_id
+

@@ -28,7 +28,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bettersynth.core.sample import Sample, clean_text
 from bettersynth.ops.base import OpConfig
-from bettersynth.ops.deduplicator import Deduplicator
+from bettersynth.ops.deduplicator import NearDeduplicator
 from bettersynth.ops.simhash import SimhashIndex, compute, shingles, unsigned_hash
 
 
@@ -63,7 +63,7 @@ class TokenizedTextConfig(OpConfig):
         return pattern
 
 
-class DocumentSimhashDeduplicator(Deduplicator):
+class DocumentSimhashDeduplicator(NearDeduplicator):
     name = "document_simhash_deduplicator"
     stat_key = "simhash"
 
@@ -80,9 +80,13 @@ class DocumentSimhashDeduplicator(Deduplicator):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.index = SimhashIndex(self.config.num_blocks, self.config.hamming_distance)
         self._pattern = re.compile(self.config.ignore_pattern) if self.config.ignore_pattern else None
-        self._order: dict[int, int] = {}  # hash -> when it was first seen
+
+    def new_index(self) -> SimhashIndex:
+        return SimhashIndex(self.config.num_blocks, self.config.hamming_distance)
+
+    def to_int(self, value: str) -> int:
+        return int(value)
 
     def tokens(self, text: str) -> list[str]:
         return document_tokens(text, self.config.lowercase, self._pattern, self.config.tokenization)
@@ -93,30 +97,6 @@ class DocumentSimhashDeduplicator(Deduplicator):
 
     def compute_stats(self, batch: list[Sample]) -> list[str]:
         return [str(self.simhash(sample.text)) for sample in batch]
-
-    def match(self, value: str) -> str | None:
-        near = self.index.near(int(value))
-        return self.first_ids[min(near, key=self._order.__getitem__)] if near else None
-
-    def remember(self, value: str, sample_id: str) -> None:
-        self._index(int(value), sample_id)
-
-    def remember_duplicate(self, value: str, first_id: str) -> None:
-        self._index(int(value), first_id)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Rebuild the index from the saved hashes, in the order they were first seen."""
-        self.index = SimhashIndex(self.config.num_blocks, self.config.hamming_distance)
-        self.first_ids, self._order = {}, {}
-        for h, kept_id in state["first"]:
-            self._index(int(h), kept_id)
-        self.duplicates = state["duplicates"]
-
-    def _index(self, h: int, kept_id: str) -> None:
-        if h not in self._order:
-            self._order[h] = len(self._order)
-            self.index.add(h)
-            self.first_ids[h] = kept_id
 
 
 def document_tokens(text: str, lowercase: bool, pattern: re.Pattern | None, tokenization: str) -> list[str]:

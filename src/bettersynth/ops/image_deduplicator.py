@@ -10,24 +10,35 @@ duplicates when their keys are equal; a sample without images is kept unless
 ``imagededup``: same methods, 64-bit hashes, not bit-identical values).
 Decoding is the cost, so hashes go through the score cache.
 
+``hamming_distance`` (ours; 0, Data-Juicer's equality, by default) also drops
+near-duplicates: a single-image sample whose hash is within that many bits of
+an earlier one, found through a multi-index (``ops.simhash.SimhashIndex``)
+rather than a scan, so the whole seed set is compared in one pass. Samples
+with several images still compare their joined hashes exactly.
+
 Example (recipe)::
 
     - image_deduplicator: {method: phash, consider_text: false}
+    - image_deduplicator: {method: phash, hamming_distance: 4}   # re-encoded, resized, slightly cropped copies too
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from PIL import Image
+from pydantic import Field, model_validator
 
 from bettersynth.core.images import ImageError, load_image, resolve_image
 from bettersynth.core.sample import Sample
 from bettersynth.engine import Failure
 from bettersynth.ops.base import OpConfig
-from bettersynth.ops.deduplicator import Deduplicator
+from bettersynth.ops.deduplicator import Deduplicator, NearDeduplicator
 from bettersynth.ops.document_deduplicator import text_md5
+from bettersynth.ops.simhash import SimhashIndex
+
+HASH_HEX = 16  # one 64-bit image hash as imagehash prints it
 
 
 def hash_functions() -> dict[str, Callable[[Image.Image], object]]:
@@ -36,7 +47,7 @@ def hash_functions() -> dict[str, Callable[[Image.Image], object]]:
     return {"phash": imagehash.phash, "dhash": imagehash.dhash, "whash": imagehash.whash, "ahash": imagehash.average_hash}
 
 
-class ImageDeduplicator(Deduplicator):
+class ImageDeduplicator(NearDeduplicator):
     name = "image_deduplicator"
     stat_key = "image_hash"
     cacheable = True
@@ -44,6 +55,43 @@ class ImageDeduplicator(Deduplicator):
     class Config(OpConfig):
         method: Literal["phash", "dhash", "whash", "ahash"] = "phash"  # perceptual hash of each image
         consider_text: bool = False  # duplicates must also have the same caption (md5)
+        hamming_distance: int = Field(0, ge=0, le=16)  # most differing bits between near-duplicate images
+
+        @model_validator(mode="after")
+        def _near_or_text(self) -> ImageDeduplicator.Config:
+            if self.hamming_distance and self.consider_text:
+                raise ValueError("hamming_distance > 0 compares images alone: set consider_text: false")
+            return self
+
+    def new_index(self) -> SimhashIndex:
+        return SimhashIndex(self.config.hamming_distance + 1, self.config.hamming_distance)
+
+    def to_int(self, value: str) -> int:
+        return int(value, 16)
+
+    def _near(self, value: Any) -> bool:
+        """Near matching applies to one image's hash; joined hashes (several images) and text keys match exactly."""
+        return bool(self.config.hamming_distance) and isinstance(value, str) and len(value) == HASH_HEX
+
+    def match(self, value: Any) -> str | None:
+        return super().match(value) if self._near(value) else Deduplicator.match(self, value)
+
+    def remember(self, value: Any, sample_id: str) -> None:
+        super().remember(value, sample_id) if self._near(value) else Deduplicator.remember(self, value, sample_id)
+
+    def remember_duplicate(self, value: Any, first_id: str) -> None:
+        if self._near(value):
+            super().remember_duplicate(value, first_id)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Near-matched hashes were saved as integers (``_index`` keys), exact keys as their strings."""
+        self.index, self.first_ids, self._order = self.new_index(), {}, {}
+        for value, kept_id in state["first"]:
+            if isinstance(value, int):
+                self._index(value, kept_id)
+            else:
+                self.first_ids[value] = kept_id
+        self.duplicates = state["duplicates"]
 
     def compute_stats(self, batch: list[Sample]) -> list[str | Failure]:
         digest = hash_functions()[self.config.method]
