@@ -148,3 +148,20 @@ def test_proxy_base_model_takes_either_architecture(arch, tmp_path):
     assert type(vlm.model) is vlm_class(base) and vlm.model.config.model_type == {"llava": "llava", "mgm": "bettersynth_mgm"}[arch]
     if arch == "mgm":
         assert vlm.model.config.aux_tower["image_size"] == 2 * vlm.model.config.vision_config.image_size
+
+
+def test_read_every_sign_gives_each_signed_instruction_image_its_reading_turn_first(tmp_path, tiny_config) -> None:
+    from dataclasses import replace
+
+    def reading(config) -> list[tuple[str | None, bool, str]]:
+        paths = build_proxy_world(tmp_path / str(config.read_every_sign), config)
+        scenes = json.loads(paths.world.scene_index.read_text())["instruct"]
+        records = json.loads(paths.world.instruct_json.read_text())
+        return [(scene["word"], "Reference OCR token: " in r["conversations"][0]["value"], r["conversations"][1]["value"])
+                for scene, r in zip(scenes, records, strict=True)]
+
+    shipped = reading(replace(tiny_config, n_instruct=40, read_every_sign=True))
+    assert any(word for word, _, _ in shipped) and any(not word for word, _, _ in shipped)
+    assert all(first == bool(word) and (answer == word or not word) for word, first, answer in shipped)
+    drawn = reading(replace(tiny_config, n_instruct=40))  # the default: the word is one kind among the rest
+    assert any(word and not first for word, first, _ in drawn)
