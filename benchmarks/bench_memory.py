@@ -26,7 +26,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import Clock, Contender, compare, emit, load_average, run_rounds, status_mb, write_json
+from harness import (
+    Clock,
+    Contender,
+    add_common_arguments,
+    compare,
+    emit,
+    load_average,
+    peak_memory_ratios,
+    run_rounds,
+    status_mb,
+    write_json,
+)
 
 RATIO_TARGET = 1.2  # peak RSS at the largest size over the smallest
 MIN_WORDS, MIN_BYTES, MAX_BYTES, MIN_SIDE = 3, 64, 10**6, 8
@@ -114,9 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--chunk-size", type=int, default=2048)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
-    parser.add_argument("--workdir", type=Path, help="parent of the temp folder for the dataset (deleted after)")
-    parser.add_argument("--json", type=Path, help="write the ratios here (for harness.py table)")
+    add_common_arguments(parser, "parent of the temp folder for the dataset (deleted after)")
     parser.add_argument("--child", choices=("ours", "plain"), help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
@@ -153,8 +162,7 @@ def main() -> None:
             raise RuntimeError(f"at {n}: ours kept {ours['kept']} of {ours['n_in']}, plain {base['kept']} of {base['n_in']}")
     small, large = min(args.sizes), max(args.sizes)
     ratios = [compare(results, f"ours-{n}", f"plain-{n}", "seconds", label=f"data step, {n} samples") for n in args.sizes]
-    ratios += [compare(results, f"ours-{large}", f"ours-{small}", "peak_mb", "<=", RATIO_TARGET, "data step peak RSS"),
-               compare(results, f"ours-{large}", f"ours-{small}", "grow_mb", label="data step peak RSS over imports")]
+    ratios += peak_memory_ratios(results, f"ours-{large}", f"ours-{small}", RATIO_TARGET, "data step")
     for ratio in ratios:
         print(ratio.line())
     for name, runs in results.items():

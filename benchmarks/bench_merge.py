@@ -23,7 +23,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import Clock, Contender, compare, emit, load_average, run_rounds, status_mb, write_json
+from harness import (
+    Clock,
+    Contender,
+    add_common_arguments,
+    compare,
+    emit,
+    load_average,
+    peak_memory_ratios,
+    run_rounds,
+    status_mb,
+    write_json,
+)
 
 RATIO_TARGET = 1.2  # peak RSS at the largest size over the smallest
 FILES = ("samples.jsonl", "outcomes.jsonl", "rejected.jsonl")
@@ -119,9 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--shards", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
-    parser.add_argument("--workdir", type=Path, help="parent of the temp folder for the shards (deleted after)")
-    parser.add_argument("--json", type=Path, help="write the ratios here (for harness.py table)")
+    add_common_arguments(parser, "parent of the temp folder for the shards (deleted after)")
     parser.add_argument("--child", choices=("ours", "plain"), help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -149,8 +158,7 @@ def main() -> None:
     small, large = min(args.rows), max(args.rows)
     ratios = [compare(results, f"ours-{n}", f"plain-{n}", "seconds", label=f"merge, {n} rows, {args.shards} shards")
               for n in args.rows]
-    ratios += [compare(results, f"ours-{large}", f"ours-{small}", "peak_mb", "<=", RATIO_TARGET, "merge peak RSS"),
-               compare(results, f"ours-{large}", f"ours-{small}", "grow_mb", label="merge peak RSS over imports")]
+    ratios += peak_memory_ratios(results, f"ours-{large}", f"ours-{small}", RATIO_TARGET, "merge")
     for ratio in ratios:
         print(ratio.line())
     for name, runs in results.items():

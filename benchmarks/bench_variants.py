@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import Clock, Contender, Ratio, compare, emit, load_average, run_rounds, write_json
+from harness import Clock, Contender, Ratio, add_common_arguments, compare, emit, load_average, run_rounds, write_json
 
 CHANGE_EVERY = 50  # 2 % of the samples change in the child
 TARGET = 0.05  # child / parent, bytes and seconds, for manifests
@@ -166,9 +166,7 @@ def _ratio(results: dict, design: str, metric: str, target: float | None) -> Rat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=400_000)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
-    parser.add_argument("--workdir", type=Path, help="parent of the temp folder (deleted after)")
-    parser.add_argument("--json", type=Path, help="write the ratios here (for harness.py table)")
+    add_common_arguments(parser, "parent of the temp folder (deleted after)")
     parser.add_argument("--child", choices=("copy", "manifest"), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--project", help=argparse.SUPPRESS)

@@ -145,6 +145,19 @@ def compare(results: dict[str, list[dict]], subject: str, baseline: str, metric:
     return Ratio(label or subject, subject, baseline, metric, per_round, target_op, target, note, medians)
 
 
+def peak_memory_ratios(results: dict[str, list[dict]], large: str, small: str, target: float, label: str) -> list[Ratio]:
+    """Peak RSS at the largest size over the smallest (held to ``target``), and the same over the imports."""
+    return [compare(results, large, small, "peak_mb", "<=", target, f"{label} peak RSS"),
+            compare(results, large, small, "grow_mb", label=f"{label} peak RSS over imports")]
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, workdir_help: str) -> None:
+    """``--rounds``, ``--workdir`` and ``--json``, as every benchmark here takes them."""
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--workdir", type=Path, help=workdir_help)
+    parser.add_argument("--json", type=Path, help="write the ratios here (for harness.py table)")
+
+
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"

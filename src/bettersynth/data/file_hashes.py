@@ -25,7 +25,8 @@ from pathlib import Path
 _COMMIT_EVERY = 1000  # new digests per transaction: a killed plan keeps what it hashed
 
 
-def sha256_file(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The file's sha256 (hex), read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -52,7 +53,7 @@ class FileHashes:
         """The file's sha256 (hex): from the table when its stat is as recorded, else read and recorded."""
         if self._db is None:
             self.misses += 1
-            return sha256_file(path)
+            return file_sha256(path)
         stat = os.stat(path)
         key = os.path.abspath(path)
         row = self._db.execute("SELECT size, mtime_ns, inode, sha256 FROM files WHERE path = ?", (key,)).fetchone()
@@ -60,7 +61,7 @@ class FileHashes:
             self.hits += 1
             return row[3]
         self.misses += 1
-        value = sha256_file(path)
+        value = file_sha256(path)
         self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
                          (key, stat.st_size, stat.st_mtime_ns, stat.st_ino, value))
         self._pending += 1

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bettersynth.data.file_hashes import file_sha256
 from bettersynth.data.jsonl import Position, append_jsonl
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,6 @@ def is_full_disk(exc: BaseException) -> bool:
         return exc.errno in FULL_DISK_ERRNOS
     return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
                                                or "disk is full" in str(exc))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def require_input(input_jsonl: Path) -> None:
