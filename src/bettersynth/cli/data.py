@@ -124,8 +124,8 @@ def export(args: argparse.Namespace) -> int:
         "llava": lambda: export_llava_json(args.manifest, Path(args.out), endpoint_url=args.endpoint_url),
         "wds": lambda: export_wds(args.manifest, Path(args.out), endpoint_url=args.endpoint_url),
     }
-    written = writers[args.format]()
-    print(f"exported {args.manifest} ({args.format}) to {written if not isinstance(written, list) else args.out}")
+    writers[args.format]()
+    print(f"exported {args.manifest} ({args.format}) to {args.out}")
     return 0
 
 

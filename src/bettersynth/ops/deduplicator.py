@@ -105,11 +105,15 @@ class NearDeduplicator(Deduplicator):
         self._index(self.to_int(value), first_id)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Rebuild the index from the saved hashes, in the order they were first seen."""
+        """Rebuild the index from the saved hashes (integers), in the order they were first seen; any key a
+        subclass matched exactly (a string) goes back as it was."""
         self.index = self.new_index()
         self.first_ids, self._order = {}, {}
         for h, kept_id in state["first"]:
-            self._index(int(h), kept_id)
+            if isinstance(h, int):
+                self._index(h, kept_id)
+            else:
+                self.first_ids[h] = kept_id
         self.duplicates = state["duplicates"]
 
     def _index(self, h: int, kept_id: str) -> None:

@@ -71,27 +71,20 @@ class ImageDeduplicator(NearDeduplicator):
 
     def _near(self, value: Any) -> bool:
         """Near matching applies to one image's hash; joined hashes (several images) and text keys match exactly."""
-        return bool(self.config.hamming_distance) and isinstance(value, str) and len(value) == HASH_HEX
+        return bool(self.config.hamming_distance) and len(value) == HASH_HEX
 
     def match(self, value: Any) -> str | None:
         return super().match(value) if self._near(value) else Deduplicator.match(self, value)
 
     def remember(self, value: Any, sample_id: str) -> None:
-        super().remember(value, sample_id) if self._near(value) else Deduplicator.remember(self, value, sample_id)
+        if self._near(value):
+            super().remember(value, sample_id)
+        else:
+            Deduplicator.remember(self, value, sample_id)
 
     def remember_duplicate(self, value: Any, first_id: str) -> None:
         if self._near(value):
             super().remember_duplicate(value, first_id)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Near-matched hashes were saved as integers (``_index`` keys), exact keys as their strings."""
-        self.index, self.first_ids, self._order = self.new_index(), {}, {}
-        for value, kept_id in state["first"]:
-            if isinstance(value, int):
-                self._index(value, kept_id)
-            else:
-                self.first_ids[value] = kept_id
-        self.duplicates = state["duplicates"]
 
     def compute_stats(self, batch: list[Sample]) -> list[str | Failure]:
         digest = hash_functions()[self.config.method]

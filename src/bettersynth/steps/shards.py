@@ -172,12 +172,10 @@ def _integer(shard: dict[str, Any], key: str) -> int:
 
 def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(line, record) of a jsonl file one at a time (none when it is missing): merging never holds a file."""
-    if not path.is_file():
-        return
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield (line if line.endswith("\n") else line + "\n"), json.loads(line)
+    if path.is_file():
+        for raw in _lines(path):
+            line = raw.decode("utf-8")
+            yield line, json.loads(line)
 
 
 def _is_input(record: dict[str, Any]) -> bool:
@@ -289,7 +287,9 @@ def _merge_shard(shard: Path, index: _MergeIndex, handles: dict[str, TextIO], to
     for number, (_, record) in enumerate(_records(shard / "outcomes.jsonl")):
         if _is_input(record) and not index.first_time(str(record["id"])):
             duplicates[number] = record["id"]
-    repeated, children = set(duplicates.values()), set()
+    errors = {sample_id: f"{shard.name}: duplicate id {sample_id!r} (also in an earlier shard)"
+              for sample_id in duplicates.values()}
+    repeated, children = set(errors), set()
     for number, (line, record) in enumerate(_records(shard / "outcomes.jsonl")):
         if record.get("source_id") in repeated:
             children.add(record["id"])
@@ -299,14 +299,11 @@ def _merge_shard(shard: Path, index: _MergeIndex, handles: dict[str, TextIO], to
             status = record["status"]
             totals["kept_from_input" if status == "kept" else status] -= 1
             totals["rejected"] += 1
-            error = f"{shard.name}: duplicate id {record['id']!r} (also in an earlier shard)"
-            record.update(status="rejected", op="reader", error=error)
+            record.update(status="rejected", op="reader", error=errors[record["id"]])
             line = json.dumps(record, ensure_ascii=False) + "\n"
         handles["outcomes.jsonl"].write(line)
-    with contextlib.suppress(FileNotFoundError), (shard / "rejected.jsonl").open(encoding="utf-8") as rejected:
-        handles["rejected.jsonl"].writelines(line if line.endswith("\n") else line + "\n" for line in rejected if line.strip())
-    for sample_id in duplicates.values():
-        error = f"{shard.name}: duplicate id {sample_id!r} (also in an earlier shard)"
+    handles["rejected.jsonl"].writelines(line for line, _ in _records(shard / "rejected.jsonl"))
+    for sample_id, error in errors.items():
         handles["rejected.jsonl"].write(json.dumps({"id": sample_id, "op": "reader", "error": error}) + "\n")
     written = 0
     for line, record in _records(shard / SAMPLES):
